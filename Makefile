@@ -1,0 +1,56 @@
+# cdnctl — the two commands a newcomer needs: `make lab` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PYTHON  ?= python3
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+# Debian packages the tests, the lab and the benchmarks run for real (nothing mocked).
+DEB_PACKAGES := git nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson \
+                libnginx-mod-http-brotli-filter libnginx-mod-http-brotli-static wrk
+
+.PHONY: help setup deb-packages test lint unit lab bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: deb-packages $(STAMP)  ## Install Debian packages and the Python venv (idempotent)
+
+deb-packages:  ## Install the Debian packages the tests need (only the missing ones)
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+lint: setup  ## ruff + yamllint
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
+	$(BIN)/yamllint -s .
+	$(BIN)/cdnctl schema --check
+	$(BIN)/cdnctl validate tenants
+
+unit: setup  ## pytest only
+	$(BIN)/pytest
+
+test: setup lint unit  ## Lint and run every test (what CI runs)
+
+lab: setup  ## Bring up the local CDN
+	$(BIN)/cdnctl lab
+
+bench: setup  ## Run the benchmarks (print JSON)
+	$(BIN)/python bench/tenant_scale.py
+
+clean:  ## Remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .cdnctl-cache

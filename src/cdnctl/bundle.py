@@ -1,0 +1,70 @@
+"""The bundle: the one document every edge and shield runs.
+
+`cdnctl compile` writes it; the edge admin API (`POST /config`) takes it. It is plain JSON,
+serialised canonically (sorted keys, no insignificant whitespace, UTF-8), so the same
+tenants always give byte-identical bytes, and `version` is the SHA-256 of those bytes
+(computed with `version` left out).
+
+Shape (format 1)::
+
+    {
+      "format": 1,
+      "version": "sha256:<64 hex>",
+      "hosts":     {"cdn.customer-a.test": "customer-a", ...},   # exact host -> tenant id
+      "wildcards": {"customer-c.test": "customer-c", ...},       # "*.customer-c.test" -> id
+      "tenants": {
+        "customer-a": {
+          "id": "customer-a", "name": "...", "contact": "...",
+          "domains": ["cdn.customer-a.test"],                     # normalised, sorted
+          "origin": {
+            "url": "https://origin.customer-a.test/static",
+            "scheme": "https", "host": "origin.customer-a.test", "port": 443,
+            "base_path": "/static",                               # "" when none
+            "host_header": "origin.customer-a.test",
+            "tls_verify": true, "connect_timeout": 5, "read_timeout": 30,
+            "basic_auth": null | {"username": "cdn", "password_env": "VAR"}
+                               | {"username": "cdn", "password_vault": "$ANSIBLE_VAULT;..."}
+          },
+          "cache": {
+            "default_ttl": 3600, "respect_origin": true,
+            "stale_if_error": 86400, "stale_while_revalidate": 0,
+            "query_string": {"mode": "all" | "ignore" | "keep", "keep": ["a", "b"]},
+            "rules": [{"path": "/api/*", "ttl": null | 0.., "bypass": false,
+                       "cache_set_cookie": false}]                # ordered, first match wins
+          },
+          "shield": true,
+          "methods": ["GET", "HEAD", "OPTIONS"],                  # others: 405
+          "tls": {"certificate": "acme" | "custom" | "none",
+                  "cert_file": null | "path", "key_vault": null | "$ANSIBLE_VAULT;..."},
+          "rate_limit": null | {"requests_per_second": 100, "burst": 200},
+          "purge_tokens_env": ["VAR", ...],
+          "digest": "sha256:<hex of this tenant's canonical JSON without digest>"
+        }
+      }
+    }
+
+Durations are whole seconds. Secrets are never in a compiled bundle: only the *names* of the
+environment variables (or vault strings) that hold them. `cdnctl apply` resolves them just
+before sending (see `resolve_secrets`), replacing `basic_auth` with
+`{"username": ..., "authorization": "Basic <base64>"}` and `purge_tokens_env` with
+`purge_token_sha256: [hex, ...]`; `version` stays the compiled one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+BUNDLE_FORMAT = 1
+
+
+def canonical_json(document: Any) -> bytes:
+    """Serialise deterministically: sorted keys, compact separators, UTF-8."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def sha256_tag(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
