@@ -24,7 +24,7 @@ from pydantic import (
 
 from cdnctl.domains import check_domain
 from cdnctl.durations import parse_duration
-from cdnctl.origins import OriginUrl, parse_origin_url
+from cdnctl.origins import OriginUrl, parse_origin_url, split_origin_url
 from cdnctl.problems import InputError
 from cdnctl.yaml_loader import is_vault_string
 
@@ -131,8 +131,9 @@ class Origin(Strict):
             raise InputError("not a valid Host header", "write host or host:port")
         return value
 
-    def parsed(self, allow_private: bool = True) -> OriginUrl:
-        return parse_origin_url(self.url, allow_private=allow_private)
+    def parsed(self) -> OriginUrl:
+        """Structure of the (already vetted) URL."""
+        return split_origin_url(self.url)
 
 
 class CacheRule(Strict):

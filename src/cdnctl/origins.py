@@ -9,10 +9,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from cdnctl.problems import InputError
 
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 # Names that always mean "this machine" or a cloud metadata service.
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
@@ -55,7 +57,15 @@ class OriginUrl:
 
 def parse_origin_url(url: str, *, allow_private: bool) -> OriginUrl:
     """Parse and vet an origin URL, or raise InputError naming the rule and the fix."""
-    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+    parsed = split_origin_url(url)
+    check_origin_host(parsed.host, bracketed=":" in parsed.host, allow_private=allow_private)
+    return parsed
+
+
+@lru_cache(maxsize=1024)  # validation, then compilation, split each URL back to back
+def split_origin_url(url: str) -> OriginUrl:
+    """The structure of an origin URL (scheme, host, port, path), checked for form only."""
+    if _SPACE_OR_CONTROL.search(url):
         raise InputError("URL contains whitespace or control characters", "remove them")
     try:
         parts = urlsplit(url)
@@ -86,7 +96,8 @@ def parse_origin_url(url: str, *, allow_private: bool) -> OriginUrl:
     if not raw_host:
         raise InputError("URL has no host", "write e.g. https://origin.example.com")
     host = raw_host.lower().rstrip(".")
-    check_origin_host(host, bracketed=parts.netloc.find("[") != -1, allow_private=allow_private)
+    if "[" in parts.netloc and ":" not in host:
+        raise InputError("not a valid IPv6 address", "fix the address")
     path = parts.path.rstrip("/")
     if "/../" in path + "/" or "/./" in path + "/" or "//" in path:
         raise InputError("origin path has '.', '..' or empty segments", "write a plain path")

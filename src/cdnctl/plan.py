@@ -106,7 +106,7 @@ def _by_id(results: list[FileResult]) -> tuple[dict[str, dict], list[Problem]]:
     for result in results:
         problems.extend(result.problems)
         if result.fragment is not None and result.tenant_id is not None:
-            tenants[result.tenant_id] = json.loads(result.fragment)
+            tenants[result.tenant_id] = json.loads(bytes(result.fragment))
     return tenants, problems
 
 

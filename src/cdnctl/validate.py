@@ -10,15 +10,14 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
 from cdnctl.bundle import canonical_json
-from cdnctl.domains import DomainClaim, find_conflicts, normalise_domain
+from cdnctl.domains import find_conflicts, normalise_domain
 from cdnctl.effective import effective_tenant
 from cdnctl.model import TENANT_ID_PATTERN, Tenant
 from cdnctl.policy import Policy
@@ -29,15 +28,17 @@ TENANT_SUFFIX = ".yaml"
 _SECRET_FIELDS = frozenset({"password", "key"})
 
 
-@dataclass
-class FileResult:
-    """What one tenant file contributes: its id, claimed domains, compiled settings, problems."""
+class FileResult(NamedTuple):
+    """What one tenant file contributes: its id, claimed domains, compiled settings, problems.
+
+    A NamedTuple: compiles build and read 100k+ of them.
+    """
 
     file: str
     tenant_id: str | None = None
-    domains: list[str] = field(default_factory=list)  # normalised, as written (for conflicts)
-    fragment: bytes | None = None  # canonical JSON of the effective tenant, None if invalid
-    problems: list[Problem] = field(default_factory=list)
+    domains: tuple[str, ...] = ()  # normalised, as written (for ownership checks)
+    fragment: bytes | None = None  # canonical JSON of the effective tenant; None if invalid
+    problems: tuple[Problem, ...] = ()
 
 
 class ValidationFailed(Exception):
@@ -48,28 +49,30 @@ class ValidationFailed(Exception):
 
 def check_file(display: str, raw: bytes, policy: Policy) -> FileResult:
     """Judge one tenant file. Never raises for bad input: problems are returned."""
-    result = FileResult(display)
     stem = Path(display).name.removesuffix(TENANT_SUFFIX)
     try:
         loaded = load_tenant_yaml(raw, max_bytes=policy.max_file_bytes)
     except YamlInputError as exc:
-        result.problems.append(Problem(display, "", exc.reason, exc.fix, line=exc.line))
-        return result
+        return FileResult(
+            display, problems=(Problem(display, "", exc.reason, exc.fix, line=exc.line),)
+        )
     data = loaded.data
-    result.tenant_id = data.get("id") if isinstance(data.get("id"), str) else stem
+    tenant_id = data["id"] if isinstance(data.get("id"), str) else stem
     raw_domains = data.get("domains")
-    if isinstance(raw_domains, list):
-        result.domains = [normalise_domain(d) for d in raw_domains if isinstance(d, str)]
-    _check_id(display, stem, data, loaded, result.problems)
+    domains = (
+        tuple(normalise_domain(d) for d in raw_domains or () if isinstance(d, str))
+        if isinstance(raw_domains, list)
+        else ()
+    )
+    problems: list[Problem] = []
+    _check_id(display, stem, data, loaded, problems)
     try:
         tenant = Tenant.model_validate(data, context={"policy": policy})
     except ValidationError as exc:
-        result.problems.extend(_translate(display, exc, loaded))
-        return result
-    if result.problems:
-        return result
-    result.fragment = canonical_json(effective_tenant(tenant))
-    return result
+        problems.extend(_translate(display, exc, loaded))
+    if problems:
+        return FileResult(display, tenant_id, domains, None, tuple(problems))
+    return FileResult(display, tenant_id, domains, canonical_json(effective_tenant(tenant)))
 
 
 def _check_id(display: str, stem: str, data: dict, loaded: LoadedYaml, out: list) -> None:
@@ -89,9 +92,8 @@ def _check_id(display: str, stem: str, data: dict, loaded: LoadedYaml, out: list
         )
 
 
-def check_fleet(results: Iterable[FileResult]) -> list[Problem]:
+def check_fleet(results: Sequence[FileResult]) -> list[Problem]:
     """Problems only visible across files: a domain or an id claimed twice."""
-    results = list(results)
     problems: list[Problem] = []
     first_file: dict[str, str] = {}
     for result in results:
@@ -109,12 +111,11 @@ def check_fleet(results: Iterable[FileResult]) -> list[Problem]:
                 )
             )
     claims = (
-        DomainClaim(domain, result.tenant_id or "", result.file, index)
+        (domain, result.tenant_id or "", result.file, index)
         for result in results
         for index, domain in enumerate(result.domains)
     )
-    for conflict in find_conflicts(claims):
-        claim, owner = conflict.claim, conflict.other
+    for claim, owner, why in find_conflicts(claims):
         same = owner.tenant == claim.tenant and owner.file == claim.file
         problems.append(
             Problem(
@@ -123,7 +124,7 @@ def check_fleet(results: Iterable[FileResult]) -> list[Problem]:
                 "domain listed twice in this file"
                 if same
                 else f"domain is already claimed by tenant {owner.tenant!r} in {owner.file} "
-                f"({conflict.why})",
+                f"({why})",
                 "remove the duplicate"
                 if same
                 else "a host can belong to one tenant only: remove it here or there",
