@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from cdnctl.compile import DEFAULT_CACHE_DIR, CompileResult, compile_paths, tenant_files
+from cdnctl.inventory_cli import inventory_app
 from cdnctl.plan import GitError, diff_tenants, tenants_at_ref, tenants_of
 from cdnctl.policy import Policy, PolicyError, load_policy
 from cdnctl.problems import Problem
@@ -27,6 +28,7 @@ app = typer.Typer(
     help="Run a multi-tenant CDN as code: tenants in git, edges that apply them live.",
     pretty_exceptions_enable=False,
 )
+app.add_typer(inventory_app, name="inventory")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
