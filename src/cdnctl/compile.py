@@ -93,7 +93,7 @@ def check_tenants(
     files, problems = tenant_files(paths)
     cache = CompileCache(cache_dir, f"{code_fingerprint()}-{policy.fingerprint()}")
     records: dict[str, tuple[StatKey, bytes, FileResult]] = {}
-    misses: list[tuple[str, bytes, StatKey, bytes]] = []
+    misses: list[tuple[str, StatKey]] = []
     changed = False
     for display in files:
         stat = os.stat(display)
@@ -102,19 +102,21 @@ def check_tenants(
         if hit is not None:
             records[display] = (key, b"", hit)
             continue
-        with open(display, "rb") as handle:
-            raw = handle.read()
-        digest = hashlib.sha256(raw).digest()
+        if display not in cache.index:
+            misses.append((display, key))  # new file: read and hashed by the checker
+            continue
+        digest = _sha256_of(display)
         reused = cache.by_content(display, digest)
         if reused is None:
-            misses.append((display, raw, key, digest))
+            misses.append((display, key))
             continue
         records[display] = (key, digest, reused)
         changed = changed or cache.stat_of(display) != key
     if progress:
         progress(len(records))
-    checked = _check_many([(display, raw) for display, raw, _, _ in misses], policy, progress)
-    for (display, _, key, digest), result in zip(misses, checked, strict=True):
+    for (display, key), (digest, result) in zip(
+        misses, _check_many([display for display, _ in misses], policy, progress), strict=True
+    ):
         records[display] = (key, digest, result)
     if misses or changed or records.keys() != cache.index.keys():
         cache.save(
@@ -128,17 +130,23 @@ def check_tenants(
     return CompileResult(ordered, sorted(problems, key=lambda p: (p.file, p.line or 0, p.field)))
 
 
+def _sha256_of(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).digest()
+
+
 def _check_many(
-    items: list[tuple[str, bytes]], policy: Policy, progress: Progress | None
-) -> Iterable[FileResult]:
-    if len(items) < PARALLEL_THRESHOLD or (os.cpu_count() or 1) < 2:
-        for display, raw in items:
-            yield check_file(display, raw, policy)
+    paths: list[str], policy: Policy, progress: Progress | None
+) -> Iterable[tuple[bytes, FileResult]]:
+    """(content sha256, result) per path; in worker processes when there are many."""
+    if len(paths) < PARALLEL_THRESHOLD or (os.cpu_count() or 1) < 2:
+        for path in paths:
+            yield _read_and_check(path, policy)
             if progress:
                 progress(1)
         return
-    chunk = 500
-    batches = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+    chunk = 1000
+    batches = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
     with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 2, 8)) as pool:
         for batch in pool.map(_check_batch, batches, [policy] * len(batches)):
             yield from batch
@@ -146,8 +154,14 @@ def _check_many(
                 progress(len(batch))
 
 
-def _check_batch(batch: list[tuple[str, bytes]], policy: Policy) -> list[FileResult]:
-    return [check_file(display, raw, policy) for display, raw in batch]
+def _read_and_check(path: str, policy: Policy) -> tuple[bytes, FileResult]:
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    return hashlib.sha256(raw).digest(), check_file(path, raw, policy)
+
+
+def _check_batch(paths: list[str], policy: Policy) -> list[tuple[bytes, FileResult]]:
+    return [_read_and_check(path, policy) for path in paths]
 
 
 def assemble_bundle(results: Sequence[FileResult]) -> tuple[bytes, str]:

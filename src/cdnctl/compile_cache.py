@@ -34,11 +34,28 @@ _new_tuple = tuple.__new__
 StatKey = tuple[int, int, int]  # size, mtime_ns, inode
 
 
+# The modules whose code decides what `check_file` returns for a file. A change to any of
+# them invalidates every cached result; add a module here when check_file starts using it.
+RESULT_MODULES = (
+    "bundle",
+    "compile_cache",
+    "domains",
+    "durations",
+    "effective",
+    "model",
+    "origins",
+    "policy",
+    "problems",
+    "validate",
+    "yaml_loader",
+)
+
+
 def code_fingerprint() -> str:
-    """Hash of cdnctl's own sources: a new build never trusts an old cache."""
+    """Hash of the sources that shape a file's result: a new build never trusts an old cache."""
     digest = hashlib.sha256()
     package = Path(cdnctl.__file__).parent
-    for source in sorted(package.glob("*.py")):
+    for source in (package / f"{name}.py" for name in RESULT_MODULES):
         digest.update(source.name.encode())
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]

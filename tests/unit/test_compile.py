@@ -169,3 +169,20 @@ def test_parallel_and_serial_checks_agree(write_tenant, tenants_dir, monkeypatch
     parallel = compile_paths([tenants_dir], Policy())
     assert [p.render() for p in parallel.problems] == [p.render() for p in serial.problems]
     assert len(serial.problems) == 4  # t03, t10, t17, t24
+
+
+def test_cache_fingerprint_covers_every_module_check_file_uses():
+    import subprocess
+    import sys
+
+    from cdnctl.compile_cache import RESULT_MODULES
+
+    probe = (
+        "import sys, cdnctl.validate, cdnctl.compile_cache;"
+        "print(' '.join(m for m in sys.modules if m.startswith('cdnctl.')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    used = {name.removeprefix("cdnctl.") for name in loaded}
+    assert used <= set(RESULT_MODULES), f"add to RESULT_MODULES: {used - set(RESULT_MODULES)}"
