@@ -88,13 +88,19 @@ def check_tenants(
     *,
     cache_dir: Path | None = None,
     progress: Progress | None = None,
+    assemble: bool = False,
 ) -> CompileResult:
-    """Validate every tenant file under `paths` (file results cached by content)."""
+    """Validate every tenant file under `paths`; with `assemble`, build the bundle when valid.
+
+    Incremental at two levels: file results come from the cache when the file is unchanged,
+    and when no tenant id or domain changed since a compile that had no fleet-wide
+    problems, the fleet check and the host indexes of the bundle are reused as well.
+    """
     files, problems = tenant_files(paths)
     cache = CompileCache(cache_dir, f"{code_fingerprint()}-{policy.fingerprint()}")
     records: dict[str, tuple[StatKey, bytes, FileResult]] = {}
     misses: list[tuple[str, StatKey]] = []
-    changed = False
+    dirty = False
     for display in files:
         stat = os.stat(display)
         key: StatKey = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
@@ -111,23 +117,40 @@ def check_tenants(
             misses.append((display, key))
             continue
         records[display] = (key, digest, reused)
-        changed = changed or cache.stat_of(display) != key
+        dirty = dirty or cache.stat_of(display) != key
     if progress:
         progress(len(records))
+    claims_changed = records.keys() | {d for d, _ in misses} != cache.index.keys()
     for (display, key), (digest, result) in zip(
         misses, _check_many([display for display, _ in misses], policy, progress), strict=True
     ):
         records[display] = (key, digest, result)
-    if misses or changed or records.keys() != cache.index.keys():
-        cache.save(
-            (display, key, digest or cache.index[display][1], result)
-            for display, (key, digest, result) in records.items()
+        claims_changed = claims_changed or cache.claims_of(display) != (
+            result.tenant_id,
+            result.domains,
         )
     ordered = [records[display][2] for display in files]
     for result in ordered:
         problems.extend(result.problems)
-    problems.extend(check_fleet(ordered))
-    return CompileResult(ordered, sorted(problems, key=lambda p: (p.file, p.line or 0, p.field)))
+    reuse_fleet = cache.fleet_clean and not claims_changed
+    fleet_problems = [] if reuse_fleet else check_fleet(ordered)
+    problems.extend(fleet_problems)
+    compiled = CompileResult(
+        ordered, sorted(problems, key=lambda p: (p.file, p.line or 0, p.field))
+    )
+    indexes = cache.indexes if reuse_fleet else None
+    if assemble and compiled.ok:
+        compiled.bundle, compiled.version, indexes = assemble_bundle(ordered, indexes)
+    if misses or dirty or not reuse_fleet or indexes != cache.indexes:
+        cache.save(
+            (
+                (display, key, digest or cache.index[display][1], result)
+                for display, (key, digest, result) in records.items()
+            ),
+            fleet_clean=not fleet_problems,
+            indexes=indexes,
+        )
+    return compiled
 
 
 def _sha256_of(path: str) -> bytes:
@@ -164,48 +187,53 @@ def _check_batch(paths: list[str], policy: Policy) -> list[tuple[bytes, FileResu
     return [_read_and_check(path, policy) for path in paths]
 
 
-def assemble_bundle(results: Sequence[FileResult]) -> tuple[bytes, str]:
-    """The canonical bundle bytes and version from valid file results.
+def assemble_bundle(
+    results: Sequence[FileResult], indexes: tuple[bytes, bytes] | None = None
+) -> tuple[bytes, str, tuple[bytes, bytes]]:
+    """The canonical bundle bytes, its version and its (hosts, wildcards) JSON.
 
     Tenant fragments are already canonical JSON, so the document is assembled by joining
     them in id order rather than re-serialising every tenant: the same bytes
     `canonical_json` would produce, at a fraction of the cost. (Tenant ids match
-    TENANT_ID_PATTERN, so they need no JSON escaping.)
+    TENANT_ID_PATTERN, so they need no JSON escaping.) `indexes` from an earlier compile
+    with the same ids and domains are reused as they are.
     """
     valid = sorted(
         (r for r in results if r.tenant_id is not None and r.fragment is not None),
         key=lambda r: r.tenant_id or "",
     )
-    hosts: dict[str, str] = {}
-    wildcards: dict[str, str] = {}
+    if indexes is None:
+        hosts: dict[str, str] = {}
+        wildcards: dict[str, str] = {}
+        for result in valid:
+            for domain in result.domains:
+                if domain.startswith("*."):
+                    wildcards[domain[2:]] = result.tenant_id or ""
+                else:
+                    hosts[domain] = result.tenant_id or ""
+        indexes = (_index_json(hosts), _index_json(wildcards))
     tenant_parts: list[bytes | memoryview] = []
     for result in valid:
-        tenant_id = result.tenant_id or ""
-        for domain in result.domains:
-            if domain.startswith("*."):
-                wildcards[domain[2:]] = tenant_id
-            else:
-                hosts[domain] = tenant_id
-        tenant_parts.append(b'"' + tenant_id.encode() + b'":')
+        tenant_parts.append(b',"' + (result.tenant_id or "").encode() + b'":')
         tenant_parts.append(result.fragment or b"")
-        tenant_parts.append(b",")
     if tenant_parts:
-        tenant_parts.pop()  # no comma after the last tenant
+        tenant_parts[0] = tenant_parts[0][1:]  # no comma before the first tenant
     before = [
         b'{"format":',
         str(BUNDLE_FORMAT).encode(),
         b',"hosts":',
-        _index_json(hosts),
+        indexes[0],
         b',"tenants":{',
         *tenant_parts,
         b"}",
     ]
-    after = [b',"wildcards":', _index_json(wildcards), b"}"]
+    after = [b',"wildcards":', indexes[1], b"}"]
     digest = hashlib.sha256()
     for part in (*before, *after):
         digest.update(part)
     version = "sha256:" + digest.hexdigest()
-    return b"".join([*before, b',"version":"', version.encode(), b'"', *after]), version
+    bundle = b"".join([*before, b',"version":"', version.encode(), b'"', *after])
+    return bundle, version, indexes
 
 
 def _index_json(index: dict[str, str]) -> bytes:
@@ -225,10 +253,7 @@ def compile_paths(
     progress: Progress | None = None,
 ) -> CompileResult:
     """Validate, and when everything is valid, assemble the bundle."""
-    result = check_tenants(paths, policy, cache_dir=cache_dir, progress=progress)
-    if result.ok:
-        result.bundle, result.version = assemble_bundle(result.results)
-    return result
+    return check_tenants(paths, policy, cache_dir=cache_dir, progress=progress, assemble=True)
 
 
 def compile_tenants(

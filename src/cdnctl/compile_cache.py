@@ -6,17 +6,19 @@ content is the same. Entries are only valid for one policy and one build of cdnc
 fingerprint), and a file modified within the cache's own timestamp granularity is always
 re-read, so an edit can never be missed.
 
-One file: an 8-byte length, a `marshal`-ed index (plain tuples and strings: fast to load
-at 100k entries, no code can hide in it), then every compiled fragment back to back; the
-index holds offsets, so fragments are sliced out of one buffer instead of rebuilt.
+The index is `marshal`-ed (plain tuples and strings: fast to load at 100k entries, no code
+can hide in it) and holds offsets into a blob of compiled fragments, so fragments are
+sliced out of one buffer instead of rebuilt.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import marshal
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Iterable
@@ -26,9 +28,11 @@ import cdnctl
 from cdnctl.problems import Problem
 from cdnctl.validate import FileResult
 
-CACHE_NAME = "compile-cache.bin"
+INDEX_NAME = "compile-cache.index"
+BLOB_PREFIX = "compile-cache.blob."
+LOCK_NAME = "compile-cache.lock"
 _RACY_WINDOW_NS = 2_000_000_000
-_FORMAT = 3
+_FORMAT = 5
 _new_tuple = tuple.__new__
 
 StatKey = tuple[int, int, int]  # size, mtime_ns, inode
@@ -62,27 +66,41 @@ def code_fingerprint() -> str:
 
 
 class CompileCache:
+    """Two files in the cache directory: the index (rewritten atomically on every save) and
+    an append-only blob of fragments it points into, so a one-file change appends one
+    fragment instead of rewriting 100 MB. The blob is compacted once it is mostly garbage.
+    Saves hold a lock so concurrent compiles cannot interleave their appends."""
+
     def __init__(self, directory: Path | None, fingerprint: str) -> None:
-        self.path = directory / CACHE_NAME if directory else None
+        self.directory = directory
         self.fingerprint = fingerprint
         # display -> (stat, sha256, tenant id, domains, fragment offset, length, problems)
         self.index: dict[str, tuple] = {}
         self.blob = memoryview(b"")
+        self.blob_name: str | None = None
         self.written_at_ns = 0
+        self.fleet_clean = False  # the last compile found no fleet-wide problem
+        self.indexes: tuple[bytes, bytes] | None = None  # its (hosts, wildcards) JSON
         self._load()
 
     def _load(self) -> None:
-        if self.path is None or not self.path.is_file():
+        if self.directory is None or not (self.directory / INDEX_NAME).is_file():
             return
         try:
-            data = self.path.read_bytes()
-            size = int.from_bytes(data[:8], "little")
-            fmt, fingerprint, written_at_ns, index = marshal.loads(data[8 : 8 + size])
-        except (EOFError, ValueError, TypeError):  # corrupt or foreign: only a slower compile
+            head = marshal.loads((self.directory / INDEX_NAME).read_bytes())
+            fmt, fingerprint, written_at_ns, blob_name, blob_size, index, fleet_clean, indexes = (
+                head
+            )
+            if fmt != _FORMAT or fingerprint != self.fingerprint or not isinstance(index, dict):
+                return
+            blob = (self.directory / blob_name).read_bytes()
+            if len(blob) < blob_size:
+                return  # truncated: fragments it points at are gone
+        except (OSError, EOFError, ValueError, TypeError):  # corrupt or foreign: slower only
             return
-        if fmt == _FORMAT and fingerprint == self.fingerprint and isinstance(index, dict):
-            self.index, self.written_at_ns = index, written_at_ns
-            self.blob = memoryview(data)[8 + size :]
+        self.index, self.written_at_ns, self.blob_name = index, written_at_ns, blob_name
+        self.fleet_clean, self.indexes = bool(fleet_clean), indexes
+        self.blob = memoryview(blob)
 
     def lookup(self, display: str, stat: StatKey) -> FileResult | None:
         """The result of an unchanged file (same stat, not modified near the last write)."""
@@ -99,6 +117,11 @@ class CompileCache:
             return None
         return self._result(display, entry)
 
+    def claims_of(self, display: str) -> tuple[str | None, tuple[str, ...]] | None:
+        """(tenant id, domains) the file had at the last compile."""
+        entry = self.index.get(display)
+        return (entry[2], entry[3]) if entry else None
+
     def stat_of(self, display: str) -> StatKey | None:
         entry = self.index.get(display)
         return entry[0] if entry else None
@@ -111,41 +134,91 @@ class CompileCache:
         # tuple.__new__ skips the NamedTuple's Python-level constructor (100k+ calls)
         return _new_tuple(FileResult, (display, tenant_id, domains, fragment, problems))
 
-    def save(self, files: Iterable[tuple[str, StatKey, bytes, FileResult]]) -> None:
-        """Replace the cache with these (display, stat, content sha256, result) records."""
-        if self.path is None:
+    def save(
+        self,
+        files: Iterable[tuple[str, StatKey, bytes, FileResult]],
+        *,
+        fleet_clean: bool,
+        indexes: tuple[bytes, bytes] | None,
+    ) -> None:
+        """Replace the index with these (display, stat, content sha256, result) records."""
+        if self.directory is None:
             return
-        index: dict[str, tuple] = {}
-        fragments: list[bytes | memoryview] = []
-        offset = 0
-        for display, stat, digest, result in files:
-            position, length = -1, 0
-            if result.fragment is not None:
-                position, length = offset, len(result.fragment)
-                fragments.append(result.fragment)
-                offset += length
-            problems = tuple(
-                (p.file, p.field, p.reason, p.fix, p.value, p.line) for p in result.problems
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / LOCK_NAME, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            records = list(files)
+            live = sum(len(r.fragment) for *_, r in records if r.fragment is not None)
+            blob_name = self.blob_name if self._blob_reusable(live) else None
+            if blob_name is None:
+                blob_name = f"{BLOB_PREFIX}{secrets.token_hex(8)}"
+            blob_path = self.directory / blob_name
+            index: dict[str, tuple] = {}
+            with open(blob_path, "ab") as blob:
+                offset = blob.tell()
+                for display, stat, digest, result in records:
+                    position, length = -1, 0
+                    if result.fragment is not None:
+                        length = len(result.fragment)
+                        position = self._kept_offset(display, result, blob_name)
+                        if position is None:
+                            position = offset
+                            blob.write(result.fragment)
+                            offset += length
+                    problems = tuple(
+                        (p.file, p.field, p.reason, p.fix, p.value, p.line) for p in result.problems
+                    )
+                    index[display] = (
+                        stat,
+                        digest,
+                        result.tenant_id,
+                        result.domains,
+                        position,
+                        length,
+                        problems,
+                    )
+            head = (
+                _FORMAT,
+                self.fingerprint,
+                time.time_ns(),
+                blob_name,
+                offset,  # the blob's size after this save: a shorter blob is corrupt
+                index,
+                fleet_clean,
+                indexes,
             )
-            index[display] = (
-                stat,
-                digest,
-                result.tenant_id,
-                result.domains,
-                position,
-                length,
-                problems,
-            )
-        head = marshal.dumps((_FORMAT, self.fingerprint, time.time_ns(), index))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".cache-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(len(head).to_bytes(8, "little"))
-                handle.write(head)
-                handle.writelines(fragments)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+            _write_atomically(self.directory / INDEX_NAME, marshal.dumps(head))
+            for stale in self.directory.glob(f"{BLOB_PREFIX}*"):
+                if stale.name != blob_name:
+                    stale.unlink(missing_ok=True)
+
+    def _blob_reusable(self, live: int) -> bool:
+        """Append to the current blob unless it is missing or mostly garbage."""
+        if self.blob_name is None or self.directory is None:
+            return False
+        path = self.directory / self.blob_name
+        return path.is_file() and path.stat().st_size <= 2 * live + (1 << 20)
+
+    def _kept_offset(self, display: str, result: FileResult, blob_name: str) -> int | None:
+        """Offset of a fragment that already sits in the blob being appended to."""
+        entry = self.index.get(display)
+        if (
+            blob_name != self.blob_name
+            or entry is None
+            or not isinstance(result.fragment, memoryview)
+            or result.fragment.obj is not self.blob.obj
+        ):
+            return None
+        return entry[4]
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cache-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

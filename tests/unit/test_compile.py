@@ -157,8 +157,13 @@ def test_corrupt_cache_is_ignored(tmp_path, write_tenant, tenants_dir):
     write_tenant("acme")
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "compile-cache.pickle").write_bytes(b"not a pickle")
+    (cache / "compile-cache.index").write_bytes(b"not marshal data")
     assert compile_paths([tenants_dir], Policy(), cache_dir=cache).ok
+    for blob in cache.glob("compile-cache.blob.*"):
+        blob.write_bytes(b"")  # index intact, fragments gone: must not serve garbage
+    assert compile_paths([tenants_dir], Policy(), cache_dir=cache).bundle == (
+        compile_paths([tenants_dir], Policy()).bundle
+    )
 
 
 def test_parallel_and_serial_checks_agree(write_tenant, tenants_dir, monkeypatch):
@@ -186,3 +191,32 @@ def test_cache_fingerprint_covers_every_module_check_file_uses():
     ).stdout.split()
     used = {name.removeprefix("cdnctl.") for name in loaded}
     assert used <= set(RESULT_MODULES), f"add to RESULT_MODULES: {used - set(RESULT_MODULES)}"
+
+
+def test_incremental_compile_always_equals_a_cold_one(tmp_path, write_tenant, tenants_dir):
+    """Through a series of edits, the cached compile gives exactly what a cold one gives."""
+    cache = tmp_path / "cache"
+    steps = [
+        lambda: [write_tenant(f"t{i}") for i in range(6)],
+        lambda: write_tenant("t1", cache={"default_ttl": 5}),  # settings only
+        lambda: write_tenant("t2", domains=["cdn.t2.test", "*.img.t2.test"]),  # domains
+        lambda: write_tenant("t9"),  # new file
+        lambda: (tenants_dir / "t0.yaml").unlink(),  # removed file
+        lambda: write_tenant("t3", domains=["cdn.t4.test"]),  # conflict: invalid
+        lambda: write_tenant("t3"),  # conflict fixed
+        lambda: write_tenant("t4", shield="bad"),  # invalid file, same claims
+        lambda: write_tenant("t4"),  # fixed again
+    ]
+    for step in steps:
+        step()
+        old = time.time() - 60
+        for path in tenants_dir.iterdir():
+            os.utime(path, (old, old))
+        warm = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+        cold = compile_paths([tenants_dir], Policy(), cache_dir=None)
+        assert warm.bundle == cold.bundle
+        assert [p.render() for p in warm.problems] == [p.render() for p in cold.problems]
+        again = compile_paths([tenants_dir], Policy(), cache_dir=cache)  # fully cached
+        assert len(list(cache.glob("compile-cache.blob.*"))) == 1
+        assert again.bundle == cold.bundle
+        assert [p.render() for p in again.problems] == [p.render() for p in cold.problems]
