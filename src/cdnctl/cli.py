@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from cdnctl import edge_cli, preview_cli
 from cdnctl.compile import DEFAULT_CACHE_DIR, CompileResult, compile_paths, tenant_files
 from cdnctl.inventory_cli import inventory_app
 from cdnctl.plan import GitError, diff_tenants, tenants_at_ref, tenants_of
@@ -28,7 +29,6 @@ app = typer.Typer(
     help="Run a multi-tenant CDN as code: tenants in git, edges that apply them live.",
     pretty_exceptions_enable=False,
 )
-app.add_typer(inventory_app, name="inventory")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -149,13 +149,24 @@ def plan(
     inventory: InventoryOpt = None,
     fmt: FormatOpt = Format.text,
     cache_dir: CacheOpt = DEFAULT_CACHE_DIR,
+    edge: edge_cli.EdgeOpt = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Compare with the running edges of --inventory.")
+    ] = False,
+    token_file: edge_cli.TokenFileOpt = None,
 ) -> None:
-    """Show what the working tree changes against a git ref: tenants added, removed, changed."""
+    """Show what a change does: against a git ref (tenants added, removed, changed fields),
+    or with --edge/--live against what each running edge reports it runs."""
     policy = _policy(inventory)
     current = _run_compile([tenants], policy, cache_dir)
-    if not current.ok:
+    if not current.ok or current.version is None:
         _print_problems(current.problems, fmt)
         raise typer.Exit(EXIT_INVALID)
+    if edge or live:
+        targets = edge_cli.resolve_targets(edge, inventory)
+        token = edge_cli.read_token_or_exit(token_file)
+        edge_cli.plan_edges(targets, token, current.version, fmt is Format.json)
+        return
     try:
         before, base_problems = tenants_at_ref(base, tenants, policy)
     except (GitError, ValueError) as exc:
@@ -228,6 +239,47 @@ def schema(
         return
     path.write_text(text, encoding="utf-8")
     out.print(f"Wrote {path}")
+
+
+@app.command()
+def lab(
+    tenants: Annotated[Path, typer.Option("--tenants", help="Tenant directory.")] = Path("tenants"),
+    listen: Annotated[str, typer.Option("--listen", help="Public HOST:PORT.")] = "127.0.0.1:8080",
+    admin_listen: Annotated[
+        str, typer.Option("--admin-listen", help="Admin API HOST:PORT.")
+    ] = "127.0.0.1:9145",
+    smoke: Annotated[
+        bool, typer.Option("--smoke", help="Start, test every tenant through the edge, stop.")
+    ] = False,
+) -> None:
+    """The local CDN: sample origins + a real edge serving tenants/ with live reload."""
+    from cdnctl.lab import run_lab  # starts nginx: imported only when asked for
+    from cdnctl.preview import PreviewError
+    from cdnctl.validate import ValidationFailed
+
+    try:
+        healthy = run_lab(
+            tenants,
+            listen,
+            admin_listen,
+            smoke_only=smoke,
+            echo=lambda s: err.print(s, markup=False),
+        )
+    except ValidationFailed as exc:
+        _print_problems(exc.problems, Format.text)
+        raise typer.Exit(EXIT_INVALID) from None
+    except (PreviewError, OSError) as exc:
+        err.print(f"[red]lab failed:[/] {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+    if not healthy:
+        err.print("[red]lab unhealthy:[/] a tenant did not answer 200 through the edge")
+        raise typer.Exit(EXIT_INVALID)
+
+
+# Commands that act on running edges, and fleet hand-off, after the tenant workflow above.
+edge_cli.register(app)
+preview_cli.register(app)
+app.add_typer(inventory_app, name="inventory")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -1,0 +1,147 @@
+-- Management listener: /health (open), /config, /metrics, /purge (bearer token).
+local cjson = require "cjson.safe"
+local node = require "cdnctl.node"
+local store = require "cdnctl.store"
+local purge = require "cdnctl.purge"
+local metrics = require "cdnctl.metrics"
+local sha256 = require "cdnctl.sha256"
+local respond = require "cdnctl.respond"
+
+local ngx = ngx
+local var = ngx.var
+local match = string.match
+local null = cjson.null
+local io_open = io.open
+local tostring = tostring
+
+local _M = {}
+
+local admin_hash
+
+local function bearer()
+    local authz = var.http_authorization
+    return authz and match(authz, "^[Bb]earer%s+(%S+)%s*$")
+end
+
+local function is_admin(token)
+    if not token then
+        return false
+    end
+    admin_hash = admin_hash or sha256.hex(node.admin_token)
+    return sha256.hex(token) == admin_hash
+end
+
+local function unauthorized()
+    return respond.json(401, { error = "unauthorized" }, { ["WWW-Authenticate"] = "Bearer" })
+end
+
+local function read_body()
+    ngx.req.read_body()
+    local data = ngx.req.get_body_data()
+    if data then
+        return data
+    end
+    local file = ngx.req.get_body_file()
+    if not file then
+        return nil
+    end
+    local f = io_open(file, "rb")
+    if not f then
+        return nil
+    end
+    data = f:read("*a")
+    f:close()
+    return data
+end
+
+local function health()
+    local meta = store.meta()
+    return respond.json(200, {
+        status = "ok",
+        mode = node.settings.mode,
+        version = meta and meta.version or null,
+    })
+end
+
+local function get_config()
+    local meta = store.meta()
+    return respond.json(200, {
+        version = meta and meta.version or null,
+        commit = meta and meta.commit or null,
+        tenants = meta and meta.tenants or 0,
+        applied_at = meta and meta.applied_at or null,
+    })
+end
+
+local function post_config()
+    local raw = read_body()
+    if not raw or raw == "" then
+        return respond.json(400, { error = "empty body: POST the resolved bundle JSON" })
+    end
+    local result, err, status = store.apply(raw, var.http_x_cdnctl_commit)
+    if not result then
+        ngx.log(ngx.WARN, "cdnctl: config rejected: ", err)
+        return respond.json(status or 400, { error = err })
+    end
+    ngx.log(ngx.NOTICE, "cdnctl: config ", result.version, " applied (", result.tenants,
+        " tenants)")
+    return respond.json(200, result)
+end
+
+local function post_purge(token)
+    local body = cjson.decode(read_body() or "")
+    local kind, arg = purge.parse(body)
+    if not kind then
+        if not is_admin(token) then
+            return unauthorized()
+        end
+        return respond.json(400, { error = arg })
+    end
+    local tenant = store.tenant_by_id(body.tenant)
+    local allowed = is_admin(token)
+    if not allowed and tenant and token then
+        allowed = tenant.purge_tokens[sha256.hex(token)] == true
+    end
+    if not allowed then
+        return unauthorized()
+    end
+    if not tenant then
+        return respond.json(404, { error = "unknown tenant", tenant = body.tenant })
+    end
+    local purged, err = purge[kind](tenant, arg)
+    if not purged then
+        return respond.json(500, { error = "purge failed: " .. tostring(err) })
+    end
+    ngx.log(ngx.NOTICE, "cdnctl: purge ", kind, " for ", tenant.id, ": ", purged)
+    return respond.json(200, { tenant = tenant.id, kind = kind, purged = purged })
+end
+
+function _M.handle()
+    local method = ngx.req.get_method()
+    local uri = var.uri
+    if uri == "/health" and (method == "GET" or method == "HEAD") then
+        return health()
+    end
+    local token = bearer()
+    if uri == "/purge" and method == "POST" then
+        return post_purge(token)
+    end
+    if not is_admin(token) then
+        return unauthorized()
+    end
+    if uri == "/config" then
+        if method == "GET" then
+            return get_config()
+        elseif method == "POST" then
+            return post_config()
+        end
+        return respond.json(405, { error = "method not allowed" }, { Allow = "GET, POST" })
+    elseif uri == "/metrics" and method == "GET" then
+        ngx.header["Content-Type"] = "text/plain; version=0.0.4"
+        ngx.print(metrics.render(store.meta()))
+        return
+    end
+    return respond.json(404, { error = "not found" })
+end
+
+return _M

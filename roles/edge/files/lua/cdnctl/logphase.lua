@@ -1,0 +1,54 @@
+-- Public listener, log phase: per-tenant metrics and the purge index of stored keys.
+local metrics = require "cdnctl.metrics"
+local purge = require "cdnctl.purge"
+
+local ngx = ngx
+local var = ngx.var
+local tonumber = tonumber
+local gmatch = string.gmatch
+local match = string.match
+
+local _M = {}
+
+local STORING = { MISS = true, EXPIRED = true, REVALIDATED = true }
+
+local function upstream_seconds(raw)
+    if not raw then
+        return nil
+    end
+    local total
+    for part in gmatch(raw, "[%d%.]+") do
+        total = (total or 0) + tonumber(part)
+    end
+    return total
+end
+
+function _M.log()
+    local tenant = var.cdn_tenant
+    if tenant == "" then
+        tenant = "_unknown"
+    end
+    local cache_status = var.upstream_cache_status
+    if not cache_status then
+        cache_status = var.upstream_addr and "BYPASS" or "NONE"
+    end
+    metrics.record(tenant, ngx.status, cache_status, tonumber(var.bytes_sent) or 0,
+        upstream_seconds(var.upstream_response_time))
+
+    if STORING[cache_status] and var.cdn_bypass ~= "1" then
+        local cc = var.upstream_http_cache_control
+        local ttl = cc and tonumber(match(cc, "^max%-age=(%d+)"))
+        if ttl and ttl > 0 then
+            local swr = tonumber(match(cc, "stale%-while%-revalidate=(%d+)")) or 0
+            local sie = tonumber(match(cc, "stale%-if%-error=(%d+)")) or 0
+            local tags = var.upstream_http_surrogate_key
+            local cache_tag = var.upstream_http_cache_tag
+            if cache_tag then
+                tags = tags and (tags .. " " .. cache_tag) or cache_tag
+            end
+            purge.remember(tenant, var.cdn_cache_key, tags, ttl + (swr > sie and swr or sie) + 60)
+        end
+    end
+end
+
+return _M

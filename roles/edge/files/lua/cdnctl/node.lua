@@ -1,0 +1,72 @@
+-- Node-wide settings (cdnctl.json + admin token), loaded once in the nginx master.
+local cjson = require "cjson.safe"
+
+local io_open = io.open
+local tostring = tostring
+local require = require
+local randomseed = math.randomseed
+local error = error
+local gsub = string.gsub
+local ngx = ngx
+
+local _M = {
+    settings = nil,
+    admin_token = nil,
+}
+
+function _M.read_file(path)
+    local f, err = io_open(path, "rb")
+    if not f then
+        return nil, err
+    end
+    local data = f:read("*a")
+    f:close()
+    return data
+end
+
+-- Called from init_by_lua (master, before fork): workers inherit everything loaded here.
+function _M.init(settings_file)
+    local raw, err = _M.read_file(settings_file)
+    if not raw then
+        error("cdnctl: cannot read settings " .. settings_file .. ": " .. tostring(err))
+    end
+    local settings, derr = cjson.decode(raw)
+    if not settings then
+        error("cdnctl: bad settings " .. settings_file .. ": " .. tostring(derr))
+    end
+    local token, terr = _M.read_file(settings.token_file)
+    if not token then
+        error("cdnctl: cannot read admin token file: " .. tostring(terr))
+    end
+    token = gsub(token, "%s+$", "")
+    if token == "" then
+        error("cdnctl: admin token file is empty")
+    end
+    _M.settings = settings
+    _M.admin_token = token
+
+    require("cdnctl.dns").init(settings)
+    local store = require "cdnctl.store"
+    -- Preload every module so workers share the master's compiled copies.
+    require "cdnctl.router"
+    require "cdnctl.upstream"
+    require "cdnctl.ttl"
+    require "cdnctl.edge_headers"
+    require "cdnctl.logphase"
+    require "cdnctl.admin"
+
+    require("cdnctl.purge").load_generations()
+    local ok, lerr = store.load_persisted()
+    if not ok then
+        ngx.log(ngx.ERR, "cdnctl: persisted bundle not loaded: ", lerr)
+    elseif lerr then
+        ngx.log(ngx.NOTICE, "cdnctl: ", lerr)
+    end
+end
+
+function _M.init_worker()
+    randomseed(ngx.now() * 1000 + ngx.worker.pid())
+    require("cdnctl.metrics").start_flusher()
+end
+
+return _M

@@ -1,0 +1,204 @@
+-- Purge in Lua, never ngx_cache_purge: a URL purge deletes the cache file
+-- <cache_path>/<levels from the md5 tail>/<md5(key)> (and its slices); prefix and tag
+-- purges walk an index of stored keys kept in cdn_purge (written in the log phase); purge
+-- of everything bumps the tenant's cache generation, which is part of every cache key.
+local policy = require "cdnctl.policy"
+local fsutil = require "cdnctl.fsutil"
+local node = require "cdnctl.node"
+local cjson = require "cjson.safe"
+
+local ngx = ngx
+local md5 = ngx.md5
+local unescape_uri = ngx.unescape_uri
+local decode_args = ngx.decode_args
+local find = string.find
+local sub = string.sub
+local match = string.match
+local gmatch = string.gmatch
+local concat = table.concat
+local ipairs = ipairs
+local pairs = pairs
+local type = type
+
+local index = ngx.shared.cdn_purge
+local state = ngx.shared.cdn_state
+
+local _M = {}
+
+local SEP = "\t"
+
+local function file_for(key)
+    local hash = md5(key)
+    local settings = node.settings
+    local parts = { settings.cache_path }
+    local pos = #hash
+    for _, width in ipairs(settings.cache_levels) do
+        parts[#parts + 1] = sub(hash, pos - width + 1, pos)
+        pos = pos - width
+    end
+    parts[#parts + 1] = hash
+    return concat(parts, "/")
+end
+_M.file_for = file_for
+
+-- Delete the cached object for `key` and any slices of it; returns true if anything was.
+local function remove_key(key)
+    local removed = fsutil.unlink(file_for(key))
+    local size = node.settings.slice_size
+    local i = 0
+    while fsutil.unlink(file_for(key .. "|bytes=" .. i * size .. "-" .. (i + 1) * size - 1)) do
+        removed = true
+        i = i + 1
+    end
+    return removed
+end
+
+local function generation(id)
+    return state:get("pg:" .. id) or 0
+end
+
+-- Log phase: remember a stored key with its tags (Surrogate-Key / Cache-Tag) until it can
+-- no longer be served.
+function _M.remember(id, key, tags, keep_seconds)
+    local value = " "
+    if tags then
+        for tag in gmatch(tags, "[^%s,]+") do
+            value = value .. tag .. " "
+        end
+    end
+    index:set(id .. SEP .. key, value, keep_seconds)
+end
+
+local function key_for_url(tenant, url)
+    local raw_path, raw_query = match(url, "^([^?#]*)%??([^#]*)")
+    local path = policy.normalise_path(unescape_uri(raw_path or "/"))
+    local query = ""
+    if raw_query and raw_query ~= "" then
+        query = policy.query(tenant, decode_args(raw_query, 100))
+    end
+    return policy.cache_key(tenant.id, generation(tenant.id), path, query)
+end
+
+-- Calls fn(index_key, cache_key, tags) for each indexed key of this tenant's current
+-- generation; index entries of older generations are dropped on the way.
+local function each_indexed(id, fn)
+    local head = id .. SEP
+    local live = id .. "|" .. generation(id) .. "|"
+    for _, ikey in ipairs(index:get_keys(0)) do
+        if sub(ikey, 1, #head) == head then
+            local key = sub(ikey, #head + 1)
+            if sub(key, 1, #live) == live then
+                fn(ikey, key, index:get(ikey) or " ", sub(key, #live + 1))
+            else
+                index:delete(ikey)
+            end
+        end
+    end
+end
+
+function _M.urls(tenant, urls)
+    local purged = 0
+    for _, url in ipairs(urls) do
+        local key = key_for_url(tenant, url)
+        if remove_key(key) then
+            purged = purged + 1
+        end
+        index:delete(tenant.id .. SEP .. key)
+    end
+    return purged
+end
+
+function _M.prefix(tenant, prefix)
+    local purged = 0
+    prefix = policy.escape_path(prefix) -- keys hold percent-encoded paths
+    each_indexed(tenant.id, function(ikey, key, _, path)
+        if sub(path, 1, #prefix) == prefix then
+            if remove_key(key) then
+                purged = purged + 1
+            end
+            index:delete(ikey)
+        end
+    end)
+    return purged
+end
+
+function _M.tag(tenant, tag)
+    local purged = 0
+    local needle = " " .. tag .. " "
+    each_indexed(tenant.id, function(ikey, key, tags)
+        if find(tags, needle, 1, true) then
+            if remove_key(key) then
+                purged = purged + 1
+            end
+            index:delete(ikey)
+        end
+    end)
+    return purged
+end
+
+local GENERATIONS_FILE = "/purge_generations.json"
+
+-- Tenant cache generations must survive a restart, or purged objects would come back.
+local function persist_generations()
+    local generations = {}
+    for _, key in ipairs(state:get_keys(0)) do
+        local id = match(key, "^pg:(.+)$")
+        if id then
+            generations[id] = state:get(key)
+        end
+    end
+    return fsutil.write_private(node.settings.state_dir .. GENERATIONS_FILE,
+        cjson.encode(generations))
+end
+
+-- init_by_lua: restore the generations persisted by purge-all.
+function _M.load_generations()
+    local raw = node.read_file(node.settings.state_dir .. GENERATIONS_FILE)
+    local generations = raw and cjson.decode(raw)
+    if type(generations) ~= "table" then
+        return
+    end
+    for id, generation in pairs(generations) do
+        if type(generation) == "number" and (state:get("pg:" .. id) or 0) < generation then
+            state:set("pg:" .. id, generation)
+        end
+    end
+end
+
+function _M.all(tenant)
+    local purged = 0
+    each_indexed(tenant.id, function(ikey)
+        purged = purged + 1
+        index:delete(ikey)
+    end)
+    state:incr("pg:" .. tenant.id, 1, 0)
+    local ok, err = persist_generations()
+    if not ok then
+        return nil, err
+    end
+    return purged
+end
+
+-- Validates a purge request body; returns kind and argument, or nil and an error.
+function _M.parse(body)
+    if type(body) ~= "table" or type(body.tenant) ~= "string" then
+        return nil, "body must be {\"tenant\": ID, ...}"
+    end
+    if type(body.urls) == "table" then
+        for _, u in ipairs(body.urls) do
+            if type(u) ~= "string" or sub(u, 1, 1) ~= "/" then
+                return nil, "urls: each must be a path starting with /"
+            end
+        end
+        return "urls", body.urls
+    elseif type(body.prefix) == "string" and sub(body.prefix, 1, 1) == "/" then
+        return "prefix", body.prefix
+    elseif type(body.tag) == "string" and body.tag ~= "" and not find(body.tag, "[%s,]") then
+        return "tag", body.tag
+    elseif body.all == true then
+        return "all", true
+    end
+    return nil, "need one of urls (list), prefix (/...), tag or all: true"
+end
+
+return _M

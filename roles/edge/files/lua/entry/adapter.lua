@@ -1,0 +1,2 @@
+-- adapter entry point: all logic lives in cdnctl.upstream.
+require("cdnctl.upstream").route()

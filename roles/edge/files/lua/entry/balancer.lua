@@ -1,0 +1,2 @@
+-- balancer entry point: all logic lives in cdnctl.upstream.
+require("cdnctl.upstream").balance()

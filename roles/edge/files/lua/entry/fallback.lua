@@ -1,0 +1,2 @@
+-- fallback entry point: all logic lives in cdnctl.upstream.
+require("cdnctl.upstream").fallback()

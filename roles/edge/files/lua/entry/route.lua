@@ -1,0 +1,2 @@
+-- route entry point: all logic lives in cdnctl.router.
+require("cdnctl.router").route()
