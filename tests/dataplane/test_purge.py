@@ -104,3 +104,17 @@ def test_purge_all_survives_a_restart(make_node, make_origin):
     assert node.get("r.test", "/kept").headers["X-Cache-Status"] == "HIT"
     assert node.get("r.test", "/gone").headers["X-Cache-Status"] == "MISS"
     assert origin.count("/gone") == 2
+
+
+def test_removing_a_tenant_purges_its_cache(edge, make_origin):
+    origin = make_origin("gone")
+    other = tenant("keep", ["keep.test"], origin.address)
+    with_gone = make_bundle(tenant("gone", ["gone.test"], origin.address), other)
+    assert edge.apply(with_gone).status_code == 200
+    edge.get("gone.test", "/obj")
+    assert edge.get("gone.test", "/obj").headers["X-Cache-Status"] == "HIT"
+    assert edge.apply(make_bundle(other)).status_code == 200
+    assert edge.get("gone.test", "/obj").status_code == 404
+    assert edge.apply(with_gone).status_code == 200  # the tenant comes back: starts empty
+    assert edge.get("gone.test", "/obj").headers["X-Cache-Status"] == "MISS"
+    assert origin.count("/obj") == 2

@@ -165,6 +165,18 @@ function _M.load_generations()
     end
 end
 
+-- Tenants gone from the config: bump their generations so nothing cached for them can be
+-- served should they come back (their index entries are dropped lazily, or expire).
+function _M.forget(ids)
+    if #ids == 0 then
+        return true
+    end
+    for _, id in ipairs(ids) do
+        state:incr("pg:" .. id, 1, 0)
+    end
+    return persist_generations()
+end
+
 function _M.all(tenant)
     local purged = 0
     each_indexed(tenant.id, function(ikey)

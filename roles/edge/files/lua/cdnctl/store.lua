@@ -9,9 +9,11 @@ local node = require "cdnctl.node"
 local bundle = require "cdnctl.bundle"
 local fsutil = require "cdnctl.fsutil"
 local policy = require "cdnctl.policy"
+local purge = require "cdnctl.purge"
 
 local ngx = ngx
 local pairs = pairs
+local ipairs = ipairs
 local type = type
 local assert = assert
 local tostring = tostring
@@ -144,6 +146,20 @@ local function load_into_dicts(b, meta)
     return count
 end
 
+-- Ids of the tenants the generation `gen` served that bundle `b` no longer has.
+local function removed_tenants(gen, b)
+    local removed = {}
+    if not gen then
+        return removed
+    end
+    for _, key in ipairs(dicts[gen % 2]:get_keys(0)) do
+        if sub(key, 1, 2) == "t:" and b.tenants[sub(key, 3)] == nil then
+            removed[#removed + 1] = sub(key, 3)
+        end
+    end
+    return removed
+end
+
 -- Validate, persist (tmp + rename, 0600), then swap. Returns the response document, or
 -- nil, error, HTTP status.
 local function apply_now(raw, commit)
@@ -164,9 +180,17 @@ local function apply_now(raw, commit)
     if not written then
         return nil, "persist failed: " .. werr, 500
     end
+    local previous_gen = state:get("gen")
     local count, lerr = load_into_dicts(b, meta)
     if not count then
         return nil, lerr, 500
+    end
+    -- After the swap (the old generation no longer serves): a removed tenant's cache is
+    -- purged, so a tenant added back later starts empty.
+    local removed = removed_tenants(previous_gen, b)
+    local purged, perr = purge.forget(removed)
+    if not purged then
+        ngx.log(ngx.ERR, "cdnctl: cannot persist purge generations: ", perr)
     end
     return {
         version = b.version,
