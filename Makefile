@@ -9,9 +9,10 @@ STAMP   := $(VENV)/.installed
 
 # Debian packages the tests, the lab and the benchmarks run for real (nothing mocked).
 DEB_PACKAGES := git nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson \
-                libnginx-mod-http-brotli-filter libnginx-mod-http-brotli-static wrk
+                libnginx-mod-http-brotli-filter libnginx-mod-http-brotli-static wrk \
+                podman runc debootstrap
 
-.PHONY: help setup deb-packages test lint unit lab bench clean
+.PHONY: help setup deb-packages test lint unit image molecule lab bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,11 +41,20 @@ lint: setup  ## ruff + yamllint
 	$(BIN)/yamllint -s .
 	$(BIN)/cdnctl schema --check
 	$(BIN)/cdnctl validate tenants
+	$(BIN)/ansible-lint
 
 unit: setup  ## pytest only
 	$(BIN)/pytest
 
-test: setup lint unit  ## Lint and run every test (what CI runs)
+image: deb-packages  ## Build the Molecule base image (only if missing)
+	CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf molecule/image/build.sh
+
+# podman as it works here: runc + cgroupfs, no raised ulimits (molecule/containers.conf).
+molecule: setup image  ## Molecule scenarios on podman (systemd containers)
+	CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf PATH="$(CURDIR)/$(BIN):$$PATH" \
+	  $(BIN)/molecule -c molecule/base.yml test -s edge
+
+test: setup lint unit molecule  ## Lint and run every test (what CI runs)
 
 lab: setup  ## Bring up the local CDN
 	$(BIN)/cdnctl lab

@@ -65,6 +65,7 @@ class NodeSettings(BaseModel):
     state_dir: Path | None = None  # default: PREFIX/state
     lua_dir: Path = LUA_DIR
     modules_dir: Path = MODULES_DIR
+    lua_dynamic_modules: bool = True  # Debian: load ndk + ngx_lua; OpenResty: built in
     trusted_ca: Path = DEFAULT_CA_FILE
     slice_size: str = "1m"
     upstream_keepalive: int = 64
