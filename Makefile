@@ -54,13 +54,14 @@ molecule: setup image  ## Molecule scenarios on podman (systemd containers)
 	CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf PATH="$(CURDIR)/$(BIN):$$PATH" \
 	  $(BIN)/molecule -c molecule/base.yml test -s edge
 
-test: setup lint unit molecule  ## Lint and run every test (what CI runs)
+test: setup lint molecule unit  ## Lint, Molecule, then every pytest test (what CI runs)
 
 lab: setup  ## Bring up the local CDN
 	$(BIN)/cdnctl lab
 
 bench: setup  ## Run the benchmarks (print JSON)
 	$(BIN)/python bench/tenant_scale.py
+	$(BIN)/python bench/dataplane.py
 
 clean:  ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .cdnctl-cache
