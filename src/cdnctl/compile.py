@@ -98,15 +98,17 @@ def check_tenants(
     """
     files, problems = tenant_files(paths)
     cache = CompileCache(cache_dir, f"{code_fingerprint()}-{policy.fingerprint()}")
-    records: dict[str, tuple[StatKey, bytes, FileResult]] = {}
+    results: dict[str, FileResult] = {}
+    unchanged: list[str] = []  # cache entries kept as they are
+    fresh: dict[str, tuple[StatKey, bytes, FileResult]] = {}  # new or updated entries
     misses: list[tuple[str, StatKey]] = []
-    dirty = False
     for display in files:
         stat = os.stat(display)
         key: StatKey = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
         hit = cache.lookup(display, key)
         if hit is not None:
-            records[display] = (key, b"", hit)
+            results[display] = hit
+            unchanged.append(display)
             continue
         if display not in cache.index:
             misses.append((display, key))  # new file: read and hashed by the checker
@@ -116,20 +118,24 @@ def check_tenants(
         if reused is None:
             misses.append((display, key))
             continue
-        records[display] = (key, digest, reused)
-        dirty = dirty or cache.stat_of(display) != key
+        results[display] = reused
+        if cache.stat_of(display) == key:
+            unchanged.append(display)
+        else:
+            fresh[display] = (key, digest, reused)  # same content, new stat: remember it
     if progress:
-        progress(len(records))
-    claims_changed = records.keys() | {d for d, _ in misses} != cache.index.keys()
+        progress(len(results))
+    claims_changed = results.keys() | {d for d, _ in misses} != cache.index.keys()
     for (display, key), (digest, result) in zip(
         misses, _check_many([display for display, _ in misses], policy, progress), strict=True
     ):
-        records[display] = (key, digest, result)
+        results[display] = result
+        fresh[display] = (key, digest, result)
         claims_changed = claims_changed or cache.claims_of(display) != (
             result.tenant_id,
             result.domains,
         )
-    ordered = [records[display][2] for display in files]
+    ordered = [results[display] for display in files]
     for result in ordered:
         problems.extend(result.problems)
     reuse_fleet = cache.fleet_clean and not claims_changed
@@ -141,15 +147,8 @@ def check_tenants(
     indexes = cache.indexes if reuse_fleet else None
     if assemble and compiled.ok:
         compiled.bundle, compiled.version, indexes = assemble_bundle(ordered, indexes)
-    if misses or dirty or not reuse_fleet or indexes != cache.indexes:
-        cache.save(
-            (
-                (display, key, digest or cache.index[display][1], result)
-                for display, (key, digest, result) in records.items()
-            ),
-            fleet_clean=not fleet_problems,
-            indexes=indexes,
-        )
+    if fresh or len(unchanged) != len(cache.index) or not reuse_fleet or indexes != cache.indexes:
+        cache.save(unchanged, fresh, fleet_clean=not fleet_problems, indexes=indexes)
     return compiled
 
 

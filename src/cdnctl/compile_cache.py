@@ -32,6 +32,7 @@ INDEX_NAME = "compile-cache.index"
 BLOB_PREFIX = "compile-cache.blob."
 LOCK_NAME = "compile-cache.lock"
 _RACY_WINDOW_NS = 2_000_000_000
+COMPACT_SLACK = 1 << 20  # garbage tolerated in the blob beyond as much as is live
 _FORMAT = 5
 _new_tuple = tuple.__new__
 
@@ -136,35 +137,40 @@ class CompileCache:
 
     def save(
         self,
-        files: Iterable[tuple[str, StatKey, bytes, FileResult]],
+        unchanged: Iterable[str],
+        fresh: dict[str, tuple[StatKey, bytes, FileResult]],
         *,
         fleet_clean: bool,
         indexes: tuple[bytes, bytes] | None,
     ) -> None:
-        """Replace the index with these (display, stat, content sha256, result) records."""
+        """Write the index of `unchanged` files (entries kept as they are) plus `fresh`
+        (display -> stat, content sha256, result) ones; a file in neither is dropped."""
         if self.directory is None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.directory / LOCK_NAME, "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            records = list(files)
-            live = sum(len(r.fragment) for *_, r in records if r.fragment is not None)
-            blob_name = self.blob_name if self._blob_reusable(live) else None
-            if blob_name is None:
+            index = {display: self.index[display] for display in unchanged}
+            live = sum(entry[5] for entry in index.values())
+            live += sum(len(r.fragment) for _, _, r in fresh.values() if r.fragment is not None)
+            if self._blob_reusable(live):
+                blob_name = self.blob_name or ""
+            else:
                 blob_name = f"{BLOB_PREFIX}{secrets.token_hex(8)}"
-            blob_path = self.directory / blob_name
-            index: dict[str, tuple] = {}
-            with open(blob_path, "ab") as blob:
+            with open(self.directory / blob_name, "ab") as blob:
                 offset = blob.tell()
-                for display, stat, digest, result in records:
+                if blob_name != self.blob_name:  # compacting: copy the kept fragments over
+                    for display, entry in index.items():
+                        if entry[4] >= 0:
+                            blob.write(self.blob[entry[4] : entry[4] + entry[5]])
+                            index[display] = (*entry[:4], offset, *entry[5:])
+                            offset += entry[5]
+                for display, (stat, digest, result) in fresh.items():
                     position, length = -1, 0
                     if result.fragment is not None:
-                        length = len(result.fragment)
-                        position = self._kept_offset(display, result, blob_name)
-                        if position is None:
-                            position = offset
-                            blob.write(result.fragment)
-                            offset += length
+                        position, length = offset, len(result.fragment)
+                        blob.write(result.fragment)
+                        offset += length
                     problems = tuple(
                         (p.file, p.field, p.reason, p.fix, p.value, p.line) for p in result.problems
                     )
@@ -197,19 +203,7 @@ class CompileCache:
         if self.blob_name is None or self.directory is None:
             return False
         path = self.directory / self.blob_name
-        return path.is_file() and path.stat().st_size <= 2 * live + (1 << 20)
-
-    def _kept_offset(self, display: str, result: FileResult, blob_name: str) -> int | None:
-        """Offset of a fragment that already sits in the blob being appended to."""
-        entry = self.index.get(display)
-        if (
-            blob_name != self.blob_name
-            or entry is None
-            or not isinstance(result.fragment, memoryview)
-            or result.fragment.obj is not self.blob.obj
-        ):
-            return None
-        return entry[4]
+        return path.is_file() and path.stat().st_size <= 2 * live + COMPACT_SLACK
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -220,3 +220,23 @@ def test_incremental_compile_always_equals_a_cold_one(tmp_path, write_tenant, te
         assert len(list(cache.glob("compile-cache.blob.*"))) == 1
         assert again.bundle == cold.bundle
         assert [p.render() for p in again.problems] == [p.render() for p in cold.problems]
+
+
+def test_blob_compaction_keeps_every_fragment(tmp_path, write_tenant, tenants_dir, monkeypatch):
+    from cdnctl import compile_cache
+
+    monkeypatch.setattr(compile_cache, "COMPACT_SLACK", 0)
+    cache = tmp_path / "cache"
+    for i in range(5):
+        write_tenant(f"t{i}")
+    blobs = set()
+    for ttl in range(60, 66):  # each edit appends; garbage soon outweighs live data
+        write_tenant("t0", cache={"default_ttl": ttl})
+        old = time.time() - 60
+        for path in tenants_dir.iterdir():
+            os.utime(path, (old, old))
+        warm = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+        assert warm.bundle == compile_paths([tenants_dir], Policy()).bundle
+        blobs |= {p.name for p in cache.glob("compile-cache.blob.*")}
+    assert len(blobs) > 1  # it did compact into a new blob at least once
+    assert len(list(cache.glob("compile-cache.blob.*"))) == 1
