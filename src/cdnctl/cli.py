@@ -68,15 +68,16 @@ def _policy(inventory: Path | None) -> Policy:
 
 
 def _run_compile(paths: list[Path], policy: Policy, cache_dir: Path | None) -> CompileResult:
-    files, _ = tenant_files(paths)
-    if len(files) < PROGRESS_FROM or not err.is_terminal:
-        return compile_paths(paths, policy, cache_dir=cache_dir)
-    columns = (*Progress.get_default_columns()[:2], BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("Checking tenants", total=len(files))
-        return compile_paths(
-            paths, policy, cache_dir=cache_dir, progress=lambda n: bar.advance(task, n)
-        )
+    if err.is_terminal:  # a progress bar only for people, and only for long work
+        files, _ = tenant_files(paths)
+        if len(files) >= PROGRESS_FROM:
+            columns = (*Progress.get_default_columns()[:2], BarColumn(), MofNCompleteColumn())
+            with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
+                task = bar.add_task("Checking tenants", total=len(files))
+                return compile_paths(
+                    paths, policy, cache_dir=cache_dir, progress=lambda n: bar.advance(task, n)
+                )
+    return compile_paths(paths, policy, cache_dir=cache_dir)
 
 
 def _print_problems(problems: list[Problem], fmt: Format) -> None:

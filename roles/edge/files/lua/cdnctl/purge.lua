@@ -108,11 +108,11 @@ function _M.urls(tenant, urls)
     return purged
 end
 
-function _M.prefix(tenant, prefix)
+-- Deletes every indexed object of the tenant for which matches(path, tags) is true.
+local function purge_indexed(tenant, matches)
     local purged = 0
-    prefix = policy.escape_path(prefix) -- keys hold percent-encoded paths
-    each_indexed(tenant.id, function(ikey, key, _, path)
-        if sub(path, 1, #prefix) == prefix then
+    each_indexed(tenant.id, function(ikey, key, tags, path)
+        if matches(path, tags) then
             if remove_key(key) then
                 purged = purged + 1
             end
@@ -122,18 +122,18 @@ function _M.prefix(tenant, prefix)
     return purged
 end
 
-function _M.tag(tenant, tag)
-    local purged = 0
-    local needle = " " .. tag .. " "
-    each_indexed(tenant.id, function(ikey, key, tags)
-        if find(tags, needle, 1, true) then
-            if remove_key(key) then
-                purged = purged + 1
-            end
-            index:delete(ikey)
-        end
+function _M.prefix(tenant, prefix)
+    prefix = policy.escape_path(prefix) -- keys hold percent-encoded paths
+    return purge_indexed(tenant, function(path)
+        return sub(path, 1, #prefix) == prefix
     end)
-    return purged
+end
+
+function _M.tag(tenant, tag)
+    local needle = " " .. tag .. " "
+    return purge_indexed(tenant, function(_, tags)
+        return find(tags, needle, 1, true) ~= nil
+    end)
 end
 
 local GENERATIONS_FILE = "/purge_generations.json"
