@@ -2,8 +2,11 @@
 
 `cdnctl compile` writes it; the edge admin API (`POST /config`) takes it. It is plain JSON,
 serialised canonically (sorted keys, no insignificant whitespace, UTF-8), so the same
-tenants always give byte-identical bytes, and `version` is the SHA-256 of those bytes
-(computed with `version` left out).
+tenants always give byte-identical bytes. `version` is the SHA-256 of the bundle's
+*manifest*: the canonical JSON of the bundle without `version` and with every tenant
+replaced by its `digest` (itself the SHA-256 of that tenant's canonical JSON). Any change
+to any byte of the bundle changes the version, anyone holding the bundle can check it
+(`manifest_version`), and a compile need not hash 100 MB to version 100k tenants.
 
 Shape (format 1)::
 
@@ -68,3 +71,12 @@ def canonical_json(document: Any) -> bytes:
 
 def sha256_tag(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def manifest_version(bundle: dict[str, Any]) -> str:
+    """The version a bundle must carry (see above)."""
+    manifest = {key: value for key, value in bundle.items() if key != "version"}
+    manifest["tenants"] = {
+        tenant_id: tenant["digest"] for tenant_id, tenant in bundle["tenants"].items()
+    }
+    return sha256_tag(canonical_json(manifest))

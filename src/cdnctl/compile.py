@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdnctl.bundle import BUNDLE_FORMAT
+from cdnctl.bundle import BUNDLE_FORMAT, sha256_tag
 from cdnctl.compile_cache import CompileCache, StatKey, code_fingerprint
 from cdnctl.policy import Policy
 from cdnctl.problems import Problem
@@ -189,7 +189,7 @@ def _check_batch(paths: list[str], policy: Policy) -> list[tuple[bytes, FileResu
 def assemble_bundle(
     results: Sequence[FileResult], indexes: tuple[bytes, bytes] | None = None
 ) -> tuple[bytes, str, tuple[bytes, bytes]]:
-    """The canonical bundle bytes, its version and its (hosts, wildcards) JSON.
+    """The canonical bundle bytes, its version (see bundle.py) and its (hosts, wildcards) JSON.
 
     Tenant fragments are already canonical JSON, so the document is assembled by joining
     them in id order rather than re-serialising every tenant: the same bytes
@@ -212,26 +212,20 @@ def assemble_bundle(
                     hosts[domain] = result.tenant_id or ""
         indexes = (_index_json(hosts), _index_json(wildcards))
     tenant_parts: list[bytes | memoryview] = []
+    digests: list[str] = []
     for result in valid:
         tenant_parts.append(b',"' + (result.tenant_id or "").encode() + b'":')
         tenant_parts.append(result.fragment or b"")
+        digests.append(f'"{result.tenant_id}":"{result.digest}"')
     if tenant_parts:
         tenant_parts[0] = tenant_parts[0][1:]  # no comma before the first tenant
-    before = [
-        b'{"format":',
-        str(BUNDLE_FORMAT).encode(),
-        b',"hosts":',
-        indexes[0],
-        b',"tenants":{',
-        *tenant_parts,
-        b"}",
-    ]
-    after = [b',"wildcards":', indexes[1], b"}"]
-    digest = hashlib.sha256()
-    for part in (*before, *after):
-        digest.update(part)
-    version = "sha256:" + digest.hexdigest()
-    bundle = b"".join([*before, b',"version":"', version.encode(), b'"', *after])
+    head = b'{"format":' + str(BUNDLE_FORMAT).encode() + b',"hosts":' + indexes[0]
+    tail = b',"wildcards":' + indexes[1] + b"}"
+    manifest = head + b',"tenants":{' + ",".join(digests).encode() + b"}" + tail
+    version = sha256_tag(manifest)
+    bundle = b"".join(
+        [head, b',"tenants":{', *tenant_parts, b'},"version":"', version.encode(), b'"', tail]
+    )
     return bundle, version, indexes
 
 

@@ -33,7 +33,7 @@ BLOB_PREFIX = "compile-cache.blob."
 LOCK_NAME = "compile-cache.lock"
 _RACY_WINDOW_NS = 2_000_000_000
 COMPACT_SLACK = 1 << 20  # garbage tolerated in the blob beyond as much as is live
-_FORMAT = 5
+_FORMAT = 6
 _new_tuple = tuple.__new__
 
 StatKey = tuple[int, int, int]  # size, mtime_ns, inode
@@ -75,7 +75,8 @@ class CompileCache:
     def __init__(self, directory: Path | None, fingerprint: str) -> None:
         self.directory = directory
         self.fingerprint = fingerprint
-        # display -> (stat, sha256, tenant id, domains, fragment offset, length, problems)
+        # display -> (stat, sha256, tenant id, domains, fragment offset, length, problems,
+        #             tenant digest)
         self.index: dict[str, tuple] = {}
         self.blob = memoryview(b"")
         self.blob_name: str | None = None
@@ -128,12 +129,12 @@ class CompileCache:
         return entry[0] if entry else None
 
     def _result(self, display: str, entry: tuple) -> FileResult:
-        _, _, tenant_id, domains, offset, length, problems = entry
+        _, _, tenant_id, domains, offset, length, problems, digest = entry
         fragment = self.blob[offset : offset + length] if offset >= 0 else None
         if problems:
             problems = tuple(Problem(*fields) for fields in problems)
         # tuple.__new__ skips the NamedTuple's Python-level constructor (100k+ calls)
-        return _new_tuple(FileResult, (display, tenant_id, domains, fragment, problems))
+        return _new_tuple(FileResult, (display, tenant_id, domains, fragment, problems, digest))
 
     def save(
         self,
@@ -182,6 +183,7 @@ class CompileCache:
                         position,
                         length,
                         problems,
+                        result.digest,
                     )
             head = (
                 _FORMAT,

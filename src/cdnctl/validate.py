@@ -39,6 +39,7 @@ class FileResult(NamedTuple):
     domains: tuple[str, ...] = ()  # normalised, as written (for ownership checks)
     fragment: bytes | None = None  # canonical JSON of the effective tenant; None if invalid
     problems: tuple[Problem, ...] = ()
+    digest: str | None = None  # the effective tenant's digest (see bundle.py)
 
 
 class ValidationFailed(Exception):
@@ -72,7 +73,8 @@ def check_file(display: str, raw: bytes, policy: Policy) -> FileResult:
         problems.extend(_translate(display, exc, loaded))
     if problems:
         return FileResult(display, tenant_id, domains, None, tuple(problems))
-    return FileResult(display, tenant_id, domains, canonical_json(effective_tenant(tenant)))
+    settings = effective_tenant(tenant)
+    return FileResult(display, tenant_id, domains, canonical_json(settings), (), settings["digest"])
 
 
 def _check_id(display: str, stem: str, data: dict, loaded: LoadedYaml, out: list) -> None:

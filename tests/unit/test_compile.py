@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cdnctl import compile as compile_module
-from cdnctl.bundle import canonical_json, sha256_tag
+from cdnctl.bundle import canonical_json, manifest_version, sha256_tag
 from cdnctl.compile import compile_paths, compile_tenants
 from cdnctl.policy import Policy
 from cdnctl.validate import ValidationFailed
@@ -47,13 +47,15 @@ def test_sample_tenants_compile_to_effective_settings():
     assert (c["shield"], c["origin"]["host_header"]) == (False, "www.customer-c.test")
 
 
-def test_bundle_is_canonical_and_version_is_its_content_hash():
+def test_bundle_is_canonical_and_version_is_its_manifest_hash():
     result = compile_paths([ROOT / "tenants"], Policy())
     assert result.bundle is not None
     document = json.loads(result.bundle)
     assert canonical_json(document) == result.bundle  # fast assembly == canonical form
-    version = document.pop("version")
-    assert version == result.version == sha256_tag(canonical_json(document))
+    assert document["version"] == result.version == manifest_version(document)
+    manifest = {k: v for k, v in document.items() if k != "version"}
+    manifest["tenants"] = {i: t["digest"] for i, t in document["tenants"].items()}
+    assert result.version == sha256_tag(canonical_json(manifest))
     for tenant in document["tenants"].values():
         digest = tenant.pop("digest")
         assert digest == sha256_tag(canonical_json(tenant))
