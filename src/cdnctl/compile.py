@@ -102,10 +102,8 @@ def check_tenants(
     unchanged: list[str] = []  # cache entries kept as they are
     fresh: dict[str, tuple[StatKey, bytes, FileResult]] = {}  # new or updated entries
     misses: list[tuple[str, StatKey]] = []
-    for display in files:
-        stat = os.stat(display)
-        key: StatKey = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
-        hit = cache.lookup(display, key)
+    stats = [(display, _stat_key(display)) for display in files]
+    for (display, key), hit in zip(stats, cache.lookup_all(stats), strict=True):
         if hit is not None:
             results[display] = hit
             unchanged.append(display)
@@ -150,6 +148,11 @@ def check_tenants(
     if fresh or len(unchanged) != len(cache.index) or not reuse_fleet or indexes != cache.indexes:
         cache.save(unchanged, fresh, fleet_clean=not fleet_problems, indexes=indexes)
     return compiled
+
+
+def _stat_key(path: str) -> StatKey:
+    stat = os.stat(path)
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 def _sha256_of(path: str) -> bytes:

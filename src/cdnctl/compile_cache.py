@@ -104,20 +104,34 @@ class CompileCache:
         self.fleet_clean, self.indexes = bool(fleet_clean), indexes
         self.blob = memoryview(blob)
 
-    def lookup(self, display: str, stat: StatKey) -> FileResult | None:
-        """The result of an unchanged file (same stat, not modified near the last write)."""
-        entry = self.index.get(display)
-        if entry is None or entry[0] != stat:
-            return None
-        if stat[1] >= self.written_at_ns - _RACY_WINDOW_NS:
-            return None  # modified too close to the last write to trust the stat
-        return self._result(display, entry)
+    def lookup_all(self, stats: list[tuple[str, StatKey]]) -> list[FileResult | None]:
+        """Per (display, stat): the result of an unchanged file (same stat, not modified
+        near the last write), else None. One tight loop: it runs 100k+ times per compile."""
+        get = self.index.get
+        blob = self.blob
+        racy_from = self.written_at_ns - _RACY_WINDOW_NS
+        found: list[FileResult | None] = []
+        append = found.append
+        for display, stat in stats:
+            entry = get(display)
+            if entry is None or entry[0] != stat or stat[1] >= racy_from:
+                append(None)  # unknown, changed, or modified too close to the last write
+                continue
+            _, _, tenant_id, domains, offset, length, problems, digest = entry
+            fragment = blob[offset : offset + length] if offset >= 0 else None
+            if problems:
+                problems = tuple(Problem(*fields) for fields in problems)
+            # tuple.__new__ skips the NamedTuple's Python-level constructor
+            append(
+                _new_tuple(FileResult, (display, tenant_id, domains, fragment, problems, digest))
+            )
+        return found
 
     def by_content(self, display: str, content_sha256: bytes) -> FileResult | None:
         entry = self.index.get(display)
         if entry is None or entry[1] != content_sha256:
             return None
-        return self._result(display, entry)
+        return _to_result(self.blob, display, entry)
 
     def claims_of(self, display: str) -> tuple[str | None, tuple[str, ...]] | None:
         """(tenant id, domains) the file had at the last compile."""
@@ -127,14 +141,6 @@ class CompileCache:
     def stat_of(self, display: str) -> StatKey | None:
         entry = self.index.get(display)
         return entry[0] if entry else None
-
-    def _result(self, display: str, entry: tuple) -> FileResult:
-        _, _, tenant_id, domains, offset, length, problems, digest = entry
-        fragment = self.blob[offset : offset + length] if offset >= 0 else None
-        if problems:
-            problems = tuple(Problem(*fields) for fields in problems)
-        # tuple.__new__ skips the NamedTuple's Python-level constructor (100k+ calls)
-        return _new_tuple(FileResult, (display, tenant_id, domains, fragment, problems, digest))
 
     def save(
         self,
@@ -206,6 +212,15 @@ class CompileCache:
             return False
         path = self.directory / self.blob_name
         return path.is_file() and path.stat().st_size <= 2 * live + COMPACT_SLACK
+
+
+def _to_result(blob: memoryview, display: str, entry: tuple) -> FileResult:
+    _, _, tenant_id, domains, offset, length, problems, digest = entry
+    fragment = blob[offset : offset + length] if offset >= 0 else None
+    if problems:
+        problems = tuple(Problem(*fields) for fields in problems)
+    # tuple.__new__ skips the NamedTuple's Python-level constructor (100k+ calls)
+    return _new_tuple(FileResult, (display, tenant_id, domains, fragment, problems, digest))
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
