@@ -24,6 +24,7 @@ from cdnctl.edge_client import (
     read_token,
 )
 from cdnctl.policy import PolicyError, load_policy
+from cdnctl.rollout import load_plan, smoke_target, write_resolved
 from cdnctl.secrets import SecretResolutionError, resolve_secrets
 
 VAULT_PASSWORD_ENV = "CDNCTL_VAULT_PASSWORD"
@@ -90,6 +91,13 @@ def source_commit(tenants: Path) -> str | None:
     return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
+def vault_secret(vault_password_file: Path | None) -> str | None:
+    """The ansible-vault password: from the file, else the environment, else none."""
+    if vault_password_file is not None:
+        return vault_password_file.read_text(encoding="utf-8").strip()
+    return os.environ.get(VAULT_PASSWORD_ENV)
+
+
 def resolved_bundle(
     tenants: Path, inventory: Path | None, vault_password_file: Path | None
 ) -> tuple[bytes, str]:
@@ -103,11 +111,10 @@ def resolved_bundle(
         for problem in result.problems:
             err.print(problem.render(), markup=False, highlight=False)
         raise _fail(f"{len(result.problems)} problem(s) — nothing was applied", EXIT_FAILED)
-    vault_secret = os.environ.get(VAULT_PASSWORD_ENV)
-    if vault_password_file is not None:
-        vault_secret = vault_password_file.read_text(encoding="utf-8").strip()
     try:
-        resolved = resolve_secrets(json.loads(result.bundle), os.environ, vault_secret=vault_secret)
+        resolved = resolve_secrets(
+            json.loads(result.bundle), os.environ, vault_secret=vault_secret(vault_password_file)
+        )
     except SecretResolutionError as exc:
         raise _fail(f"{exc} — nothing was applied", EXIT_FAILED) from None
     return canonical_json(resolved), result.version
@@ -240,6 +247,41 @@ def plan_edges(targets: list[Edge], token: str, version: str, fmt_json: bool) ->
         raise typer.Exit(EXIT_FAILED)
 
 
+def prepare_rollout(
+    bundle_file: Annotated[
+        Path, typer.Option("--bundle", help="Compiled bundle.json (cdnctl compile).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="New 0600 file for the resolved bundle.")],
+    tenants: TenantsOpt = Path("tenants"),
+    plan_file: Annotated[
+        Path | None, typer.Option("--plan", help="`cdnctl plan --format json` output.")
+    ] = None,
+    vault_password_file: Annotated[
+        Path | None,
+        typer.Option("--vault-password-file", help=f"Vault password (else ${VAULT_PASSWORD_ENV})."),
+    ] = None,
+) -> None:
+    """For ansible/tenants.yml: resolve a compiled bundle's secrets into a private file and
+    print {version, commit, smoke_tenant, smoke_domain} as JSON."""
+    bundle = json.loads(bundle_file.read_bytes())
+    try:
+        write_resolved(bundle, os.environ, out, vault_secret(vault_password_file))
+    except SecretResolutionError as exc:
+        raise _fail(f"{exc} — nothing was rolled out", EXIT_FAILED) from None
+    except FileExistsError:
+        raise _fail(f"{out} exists: the resolved bundle is only ever written fresh") from None
+    plan = load_plan(plan_file.read_text(encoding="utf-8") if plan_file else None)
+    target = smoke_target(bundle, plan)
+    document = {
+        "version": bundle["version"],
+        "commit": source_commit(tenants),
+        "smoke_tenant": target[0] if target else None,
+        "smoke_domain": target[1] if target else None,
+    }
+    typer.echo(json.dumps(document))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(apply)
     app.command()(purge)
+    app.command("prepare-rollout")(prepare_rollout)
