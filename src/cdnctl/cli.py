@@ -166,7 +166,8 @@ def plan(
     if edge or live:
         targets = edge_cli.resolve_targets(edge, inventory)
         token = edge_cli.read_token_or_exit(token_file)
-        edge_cli.plan_edges(targets, token, current.version, fmt is Format.json)
+        digests = {r.tenant_id: r.digest for r in current.results if r.tenant_id and r.digest}
+        edge_cli.plan_edges(targets, token, current.version, digests, fmt is Format.json)
         return
     try:
         before, base_problems = tenants_at_ref(base, tenants, policy)

@@ -15,6 +15,7 @@ from rich.table import Table
 from cdnctl.bundle import canonical_json
 from cdnctl.compile import DEFAULT_CACHE_DIR, compile_paths
 from cdnctl.edge_client import (
+    AdminClient,
     Edge,
     EdgeResult,
     TokenError,
@@ -206,15 +207,30 @@ def purge(
         raise _fail(f"{len(failed)} of {len(results)} edge(s) failed", EXIT_FAILED)
 
 
-def plan_edges(targets: list[Edge], token: str, version: str, fmt_json: bool) -> None:
-    """Per edge: what it runs, and whether applying the local compile would change it."""
-    results = fan_out(targets, token, lambda client: client.running_config(), timeout=10.0)
+def plan_edges(
+    targets: list[Edge], token: str, version: str, digests: dict[str, str], fmt_json: bool
+) -> None:
+    """Per edge: what it runs, and which tenants applying the local compile would add,
+    change or remove there (by tenant digest)."""
+
+    def running(client: AdminClient) -> dict[str, Any]:
+        return {**client.running_config(), "tenants": client.running_tenants()["tenants"]}
+
+    results = fan_out(targets, token, running, timeout=30.0)
     rows = []
     for result in results:
-        running = (result.detail or {}).get("version")
+        running = (result.detail or {}).get("tenants") or {}
+        changes = {
+            "add": sorted(digests.keys() - running.keys()),
+            "change": sorted(
+                t for t in digests.keys() & running.keys() if digests[t] != running[t]
+            ),
+            "remove": sorted(running.keys() - digests.keys()),
+        }
+        running_version = (result.detail or {}).get("version")
         if not result.ok:
             action = "unreachable"
-        elif running == version:
+        elif running_version == version:
             action = "up to date"
         else:
             action = "update"
@@ -222,10 +238,11 @@ def plan_edges(targets: list[Edge], token: str, version: str, fmt_json: bool) ->
             {
                 "edge": result.edge.name,
                 "url": result.edge.url,
-                "running_version": running,
+                "running_version": running_version,
                 "running_commit": (result.detail or {}).get("commit"),
                 "local_version": version,
                 "action": action,
+                "tenants": changes if result.ok else None,
                 "error": result.error,
             }
         )
@@ -233,7 +250,7 @@ def plan_edges(targets: list[Edge], token: str, version: str, fmt_json: bool) ->
         typer.echo(json.dumps({"edges": rows}, indent=2))
     else:
         table = Table(title=f"Plan against running edges (local {short(version)})")
-        for header in ("Edge", "Running", "Commit", "Action"):
+        for header in ("Edge", "Running", "Commit", "Action", "Tenants"):
             table.add_column(header)
         colour = {"up to date": "green", "update": "yellow", "unreachable": "red"}
         for row in rows:
@@ -241,10 +258,27 @@ def plan_edges(targets: list[Edge], token: str, version: str, fmt_json: bool) ->
             if row["error"]:
                 action += f": {row['error']}"
             commit = (row["running_commit"] or "-")[:12]
-            table.add_row(row["edge"], short(row["running_version"]), commit, action)
+            table.add_row(
+                row["edge"],
+                short(row["running_version"]),
+                commit,
+                action,
+                _tenant_summary(row["tenants"]),
+            )
         out.print(table)
     if any(row["action"] == "unreachable" for row in rows):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _tenant_summary(changes: dict[str, list[str]] | None, shown: int = 5) -> str:
+    if not changes:
+        return ""
+    parts = []
+    for kind, tenants in changes.items():
+        if tenants:
+            more = f" (+{len(tenants) - shown})" if len(tenants) > shown else ""
+            parts.append(f"{kind} {len(tenants)}: {', '.join(tenants[:shown])}{more}")
+    return "\n".join(parts)
 
 
 def prepare_rollout(

@@ -139,6 +139,10 @@ class AdminClient:
     def running_config(self) -> dict[str, Any]:
         return self._call("GET", "/config")
 
+    def running_tenants(self) -> dict[str, Any]:
+        """{"version", "tenants": {id: digest}} of what the edge serves."""
+        return self._call("GET", "/config/tenants")
+
     def push_bundle(self, bundle: bytes, commit: str | None = None) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
         if commit:

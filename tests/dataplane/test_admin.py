@@ -23,7 +23,12 @@ def test_health_is_open_everything_else_needs_the_token(edge):
     health = httpx.get(f"{edge.edge.admin_url}/health")
     assert health.status_code == 200
     assert health.json() == {"status": "ok", "mode": "edge", "version": None}
-    for method, path in (("GET", "/config"), ("POST", "/config"), ("GET", "/metrics")):
+    for method, path in (
+        ("GET", "/config"),
+        ("POST", "/config"),
+        ("GET", "/config/tenants"),
+        ("GET", "/metrics"),
+    ):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic eA=="}):
             response = httpx.request(method, f"{edge.edge.admin_url}{path}", headers=headers)
             assert response.status_code == 401, (method, path, headers)

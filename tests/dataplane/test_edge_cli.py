@@ -114,6 +114,24 @@ def test_plan_against_edges(lab, make_node):
     assert dead.exit_code == 1 and "unreachable" in dead.stdout
 
 
+def test_plan_against_edges_lists_tenants_by_digest(lab, make_node):
+    node = make_node()
+    first = json.loads(cli("plan", *edge_args(node), *base_args(lab), "--format", "json").stdout)
+    assert first["edges"][0]["tenants"] == {"add": ["shop"], "change": [], "remove": []}
+    assert cli("apply", *edge_args(node), *base_args(lab), "--commit", "abc").exit_code == 0
+    tenants = lab["tenants"]
+    doc = yaml.safe_load((tenants / "shop.yaml").read_text())
+    doc["cache"] = {"default_ttl": "5m"}
+    (tenants / "shop.yaml").write_text(yaml.safe_dump(doc))
+    (tenants / "blog.yaml").write_text(yaml.safe_dump(tenant_doc("blog", origin=doc["origin"])))
+    plan = cli("plan", *edge_args(node), *base_args(lab), "--format", "json")
+    row = json.loads(plan.stdout)["edges"][0]
+    assert (row["action"], row["running_commit"]) == ("update", "abc")
+    assert row["tenants"] == {"add": ["blog"], "change": ["shop"], "remove": []}
+    table = cli("plan", *edge_args(node), *base_args(lab))
+    assert "add 1: blog" in table.stdout and "change 1: shop" in table.stdout
+
+
 def test_purge_url_on_every_edge(lab, make_node):
     one, two = make_node("one"), make_node("two")
     assert cli("apply", *edge_args(one, two), *base_args(lab)).exit_code == 0

@@ -1,4 +1,5 @@
--- Management listener: /health (open), /config, /metrics, /purge (bearer token).
+-- Management listener: /health (open), /config, /config/tenants (digest per tenant),
+-- /metrics, /purge (bearer token).
 local cjson = require "cjson.safe"
 local node = require "cdnctl.node"
 local store = require "cdnctl.store"
@@ -136,6 +137,10 @@ function _M.handle()
             return post_config()
         end
         return respond.json(405, { error = "method not allowed" }, { Allow = "GET, POST" })
+    elseif uri == "/config/tenants" and method == "GET" then
+        ngx.header["Content-Type"] = "application/json"
+        ngx.print(store.digests_json() or '{"version":null,"tenants":{}}')
+        return
     elseif uri == "/metrics" and method == "GET" then
         ngx.header["Content-Type"] = "text/plain; version=0.0.4"
         ngx.print(metrics.render(store.meta()))

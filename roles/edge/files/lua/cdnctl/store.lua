@@ -85,6 +85,12 @@ function _M.tenant_for_host(host)
     return t or nil
 end
 
+-- The JSON {"version", "tenants": {id: digest}} of the running generation, or nil.
+function _M.digests_json()
+    local gen = state:get("gen")
+    return gen and dicts[gen % 2]:get("digests") or nil
+end
+
 function _M.meta()
     local gen = state:get("gen")
     if not gen then
@@ -133,15 +139,22 @@ local function load_into_dicts(b, meta)
         end
     end
     local count = 0
+    local digests = {}
     for id, t in pairs(b.tenants) do
         ok, err = put("t:" .. id, cjson.encode(t))
         if not ok then
             return nil, err
         end
+        digests[id] = t.digest or null
         count = count + 1
     end
     meta.tenants = count
     dict:safe_set("meta", cjson.encode(meta))
+    -- What this node runs, tenant by tenant: `cdnctl plan --edge` diffs it with a compile.
+    ok, err = dict:safe_set("digests", cjson.encode({ version = meta.version, tenants = digests }))
+    if not ok then
+        return nil, "config dict: " .. tostring(err)
+    end
     state:set("gen", gen)
     return count
 end
