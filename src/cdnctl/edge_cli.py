@@ -26,9 +26,8 @@ from cdnctl.edge_client import (
 )
 from cdnctl.policy import PolicyError, load_policy
 from cdnctl.rollout import load_plan, smoke_target, write_resolved
-from cdnctl.secrets import SecretResolutionError, resolve_secrets
+from cdnctl.secrets import VAULT_PASSWORD_ENV, SecretResolutionError, resolve_secrets
 
-VAULT_PASSWORD_ENV = "CDNCTL_VAULT_PASSWORD"
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
@@ -52,6 +51,10 @@ TokenFileOpt = Annotated[
     typer.Option("--token-file", help="File holding the admin token (else $CDNCTL_ADMIN_TOKEN)."),
 ]
 TenantsOpt = Annotated[Path, typer.Option("--tenants", help="Tenant directory.")]
+VaultPasswordOpt = Annotated[
+    Path | None,
+    typer.Option("--vault-password-file", help=f"Vault password (else ${VAULT_PASSWORD_ENV})."),
+]
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -153,10 +156,7 @@ def apply(
     commit: Annotated[
         str | None, typer.Option("--commit", help="Commit recorded on the edges (default: HEAD).")
     ] = None,
-    vault_password_file: Annotated[
-        Path | None,
-        typer.Option("--vault-password-file", help=f"Vault password (else ${VAULT_PASSWORD_ENV})."),
-    ] = None,
+    vault_password_file: VaultPasswordOpt = None,
 ) -> None:
     """Compile tenants and push the bundle to running edges (live, no nginx reload)."""
     targets = resolve_targets(edge, inventory)
@@ -290,10 +290,7 @@ def prepare_rollout(
     plan_file: Annotated[
         Path | None, typer.Option("--plan", help="`cdnctl plan --format json` output.")
     ] = None,
-    vault_password_file: Annotated[
-        Path | None,
-        typer.Option("--vault-password-file", help=f"Vault password (else ${VAULT_PASSWORD_ENV})."),
-    ] = None,
+    vault_password_file: VaultPasswordOpt = None,
 ) -> None:
     """For ansible/tenants.yml: resolve a compiled bundle's secrets into a private file and
     print {version, commit, smoke_tenant, smoke_domain} as JSON."""

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from cdnctl.compile import compile_tenants
+from cdnctl.edge_client import TOKEN_ENV
 from cdnctl.preview import Preview, PreviewOptions
 from cdnctl.sample_origin import SampleOrigin
 
@@ -94,7 +95,7 @@ def run_lab(
 ) -> bool:
     """Bring the lab up; serve until interrupted (or only smoke-test). True if healthy."""
     environ = dict(os.environ)
-    environ.setdefault("CDNCTL_ADMIN_TOKEN", secrets.token_urlsafe(24))
+    environ.setdefault(TOKEN_ENV, secrets.token_urlsafe(24))
     bundle = compile_tenants(tenants, allow_private_origins=True)
     origins = lab_origins(bundle, environ)
     options = PreviewOptions(
@@ -135,7 +136,7 @@ def _instructions(
             "Try it:",
             f"  curl -i -H 'Host: {first}' http://{listen}/index.html    # twice: MISS then HIT",
             f"  curl -i -H 'Host: unknown.test' http://{listen}/             # 404 JSON",
-            f"  export CDNCTL_ADMIN_TOKEN={environ['CDNCTL_ADMIN_TOKEN']}",
+            f"  export {TOKEN_ENV}={environ[TOKEN_ENV]}",
             f"  .venv/bin/cdnctl purge {bundle['hosts'].get(first, 'customer-a')} --all "
             f"--edge http://{admin_listen}",
             f'  curl -s -H "Authorization: Bearer $CDNCTL_ADMIN_TOKEN" '

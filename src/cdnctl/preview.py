@@ -21,10 +21,10 @@ from typing import Any
 
 from cdnctl.bundle import canonical_json
 from cdnctl.compile import compile_tenants
-from cdnctl.edge_client import AdminClient, Edge, EdgeError
+from cdnctl.edge_client import TOKEN_ENV, AdminClient, Edge, EdgeError
 from cdnctl.edge_runtime import EdgeNode
 from cdnctl.nginx_conf import NodeSettings
-from cdnctl.secrets import SecretResolutionError, resolve_secrets
+from cdnctl.secrets import VAULT_PASSWORD_ENV, SecretResolutionError, resolve_secrets
 from cdnctl.validate import ValidationFailed
 
 Printer = Callable[[str], None]
@@ -77,7 +77,7 @@ class Preview:
         self.options = options
         self.environ = environ
         self.echo = echo
-        self.token = environ.get("CDNCTL_ADMIN_TOKEN") or ""
+        self.token = environ.get(TOKEN_ENV) or ""
         self.stop_event = threading.Event()
         self.node: EdgeNode | None = None
         self.version: str | None = None
@@ -99,7 +99,7 @@ class Preview:
             return None
         try:
             return resolve_secrets(
-                bundle, self.environ, vault_secret=self.environ.get("CDNCTL_VAULT_PASSWORD")
+                bundle, self.environ, vault_secret=self.environ.get(VAULT_PASSWORD_ENV)
             )
         except SecretResolutionError as exc:
             self.echo(str(exc))
@@ -121,7 +121,7 @@ class Preview:
     def start(self) -> None:
         if not self.token:
             self.token = token_source.token_urlsafe(24)
-            self.echo(f"CDNCTL_ADMIN_TOKEN not set; generated admin token: {self.token}")
+            self.echo(f"{TOKEN_ENV} not set; generated admin token: {self.token}")
         bundle = self.build()
         if bundle is None:
             raise PreviewError("no valid tenants to start with")

@@ -15,6 +15,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+VAULT_PASSWORD_ENV = "CDNCTL_VAULT_PASSWORD"  # where the ansible-vault password comes from
+
 
 class SecretResolutionError(ValueError):
     """One or more secrets could not be resolved; `problems` lists each one."""
@@ -47,7 +49,7 @@ def _password(
         if vault_secret is None:
             return None, (
                 f"{field}.password_vault: an ansible-vault string needs the vault password "
-                "(set CDNCTL_VAULT_PASSWORD or pass --vault-password-file)"
+                f"(set {VAULT_PASSWORD_ENV} or pass --vault-password-file)"
             )
         try:
             return _decrypt_vault(auth["password_vault"], vault_secret), None
