@@ -2,11 +2,14 @@
 
 `cdnctl compile` writes it; the edge admin API (`POST /config`) takes it. It is plain JSON,
 serialised canonically (sorted keys, no insignificant whitespace, UTF-8), so the same
-tenants always give byte-identical bytes. `version` is the SHA-256 of the bundle's
-*manifest*: the canonical JSON of the bundle without `version` and with every tenant
-replaced by its `digest` (itself the SHA-256 of that tenant's canonical JSON). Any change
-to any byte of the bundle changes the version, anyone holding the bundle can check it
-(`manifest_version`), and a compile need not hash 100 MB to version 100k tenants.
+tenants always give byte-identical bytes. One layout rule on top: each tenant sits on a line
+of its own inside `tenants` (`bundle_json`), so an edge can take a 100k-tenant bundle apart
+line by line and decode only the tenants that changed instead of the whole document.
+`version` is the SHA-256 of the bundle's *manifest*: the canonical JSON of the bundle
+without `version` and with every tenant replaced by its `digest` (itself the SHA-256 of
+that tenant's canonical JSON). Any change to any byte of the bundle changes the version,
+anyone holding the bundle can check it (`manifest_version`), and a compile need not hash
+100 MB to version 100k tenants.
 
 Shape (format 1)::
 
@@ -67,6 +70,25 @@ def canonical_json(document: Any) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8"
     )
+
+
+TENANTS_OPEN = b'"tenants":{'
+
+
+def bundle_json(bundle: dict[str, Any]) -> bytes:
+    """The bundle's wire form: canonical JSON, each tenant on its own line.
+
+    `{"format":1,"hosts":{...},"tenants":{\n"a":{...},\n"b":{...}\n},"version":...}`: the
+    line breaks are insignificant whitespace, so `json.loads` reads it as usual, and
+    compact JSON never contains a raw newline anywhere else.
+    """
+    skeleton = canonical_json({**bundle, "tenants": {}})
+    at = skeleton.index(TENANTS_OPEN + b"}") + len(TENANTS_OPEN)
+    lines = b",".join(
+        b"\n" + canonical_json(tenant_id) + b":" + canonical_json(tenant)
+        for tenant_id, tenant in sorted(bundle["tenants"].items())
+    )
+    return skeleton[:at] + lines + b"\n" + skeleton[at:]
 
 
 def sha256_tag(data: bytes) -> str:

@@ -195,8 +195,8 @@ def assemble_bundle(
     """The canonical bundle bytes, its version (see bundle.py) and its (hosts, wildcards) JSON.
 
     Tenant fragments are already canonical JSON, so the document is assembled by joining
-    them in id order rather than re-serialising every tenant: the same bytes
-    `canonical_json` would produce, at a fraction of the cost. (Tenant ids match
+    them in id order rather than re-serialising every tenant: the same bytes `bundle_json`
+    would produce, at a fraction of the cost. (Tenant ids match
     TENANT_ID_PATTERN, so they need no JSON escaping.) `indexes` from an earlier compile
     with the same ids and domains are reused as they are.
     """
@@ -217,11 +217,12 @@ def assemble_bundle(
     tenant_parts: list[bytes | memoryview] = []
     digests: list[str] = []
     for result in valid:
-        tenant_parts.append(b',"' + (result.tenant_id or "").encode() + b'":')
+        tenant_parts.append(b',\n"' + (result.tenant_id or "").encode() + b'":')
         tenant_parts.append(result.fragment or b"")
         digests.append(f'"{result.tenant_id}":"{result.digest}"')
     if tenant_parts:
         tenant_parts[0] = tenant_parts[0][1:]  # no comma before the first tenant
+    tenant_parts.append(b"\n")
     head = b'{"format":' + str(BUNDLE_FORMAT).encode() + b',"hosts":' + indexes[0]
     tail = b',"wildcards":' + indexes[1] + b"}"
     manifest = head + b',"tenants":{' + ",".join(digests).encode() + b"}" + tail

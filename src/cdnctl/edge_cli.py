@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdnctl.bundle import canonical_json
+from cdnctl.bundle import bundle_json
 from cdnctl.compile import DEFAULT_CACHE_DIR, compile_paths
 from cdnctl.edge_client import (
     AdminClient,
@@ -121,7 +121,7 @@ def resolved_bundle(
         )
     except SecretResolutionError as exc:
         raise _fail(f"{exc} — nothing was applied", EXIT_FAILED) from None
-    return canonical_json(resolved), result.version
+    return bundle_json(resolved), result.version
 
 
 def short(version: Any) -> str:

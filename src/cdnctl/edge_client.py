@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,13 +144,23 @@ class AdminClient:
         return self._call("GET", "/config/tenants")
 
     def push_bundle(self, bundle: bytes, commit: str | None = None) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(bundle))}
         if commit:
             headers["X-Cdnctl-Commit"] = commit
-        return self._call("POST", "/config", content=bundle, headers=headers)
+        return self._call("POST", "/config", content=_chunks(bundle), headers=headers)
 
     def purge(self, request: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/purge", json=request)
+
+
+SEND_CHUNK = 1 << 20
+
+
+def _chunks(data: bytes) -> Iterator[memoryview]:
+    """The body in 1 MiB views: httpx sends one 100 MB bytes object about twice as slowly."""
+    view = memoryview(data)
+    for start in range(0, len(data), SEND_CHUNK):
+        yield view[start : start + SEND_CHUNK]
 
 
 def fan_out(

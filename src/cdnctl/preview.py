@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cdnctl.bundle import canonical_json
+from cdnctl.bundle import bundle_json
 from cdnctl.compile import compile_tenants
 from cdnctl.edge_client import TOKEN_ENV, AdminClient, Edge, EdgeError
 from cdnctl.edge_runtime import EdgeNode
@@ -110,7 +110,7 @@ class Preview:
         edge = Edge(name="preview", url=self.node.admin_url)
         try:
             with AdminClient(edge, self.token, timeout=120) as client:
-                answer = client.push_bundle(canonical_json(bundle))
+                answer = client.push_bundle(bundle_json(bundle))
         except EdgeError as exc:
             self.echo(f"edge refused the bundle: {exc}")
             return False

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cdnctl.bundle import canonical_json
+from cdnctl.bundle import bundle_json
 from cdnctl.secrets import resolve_secrets
 
 SMOKE_LABEL = "smoke"  # the label put in front of a wildcard domain to get a host name
@@ -41,7 +41,7 @@ def write_resolved(
     resolved = resolve_secrets(dict(bundle), environ, vault_secret=vault_secret)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(canonical_json(resolved))
+        handle.write(bundle_json(resolved))
 
 
 def load_plan(text: str | None) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ import copy
 import hashlib
 from typing import Any
 
-from cdnctl.bundle import BUNDLE_FORMAT, canonical_json, sha256_tag
+from cdnctl.bundle import BUNDLE_FORMAT, bundle_json, canonical_json, sha256_tag
 
 
 def tenant(
@@ -101,4 +101,4 @@ def make_bundle(*tenants: dict[str, Any]) -> dict[str, Any]:
 
 
 def bundle_bytes(bundle: dict[str, Any]) -> bytes:
-    return canonical_json(bundle)
+    return bundle_json(bundle)

@@ -49,7 +49,13 @@ def test_apply_reports_versions_and_persists_0600(edge, make_origin):
     before = time.time()
     response = edge.apply(first, commit="abc123")
     assert response.status_code == 200
-    assert response.json() == {"version": first["version"], "previous": None, "tenants": 1}
+    assert response.json() == {
+        "version": first["version"],
+        "previous": None,
+        "tenants": 1,
+        "changed": 1,
+        "removed": 0,
+    }
     config = edge.admin.get("/config").json()
     assert config["version"] == first["version"]
     assert config["commit"] == "abc123"
@@ -63,13 +69,18 @@ def test_apply_reports_versions_and_persists_0600(edge, make_origin):
         "version": second["version"],
         "previous": first["version"],
         "tenants": 2,
+        "changed": 1,
+        "removed": 0,
     }
     assert edge.admin.get("/config").json()["commit"] is None
     health = httpx.get(f"{edge.edge.admin_url}/health").json()
     assert health["version"] == second["version"]
     state = edge.edge.settings.effective_state_dir / "bundle.json"
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
-    assert json.loads(state.read_text())["bundle"]["version"] == second["version"]
+    assert state.read_bytes() == bundle_bytes(second)  # exactly what was applied
+    meta = state.with_name("bundle.meta.json")
+    assert stat.S_IMODE(meta.stat().st_mode) == 0o600
+    assert json.loads(meta.read_text())["version"] == second["version"]
     assert ADMIN_TOKEN not in (edge.edge.prefix / "conf" / "nginx.conf").read_text()
 
 

@@ -36,6 +36,7 @@ local function unauthorized()
     return respond.json(401, { error = "unauthorized" }, { ["WWW-Authenticate"] = "Bearer" })
 end
 
+-- The request body, and the file nginx wrote it to (if it did).
 local function read_body()
     ngx.req.read_body()
     local data = ngx.req.get_body_data()
@@ -52,7 +53,7 @@ local function read_body()
     end
     data = f:read("*a")
     f:close()
-    return data
+    return data, file
 end
 
 local function health()
@@ -75,11 +76,11 @@ local function get_config()
 end
 
 local function post_config()
-    local raw = read_body()
+    local raw, file = read_body()
     if not raw or raw == "" then
         return respond.json(400, { error = "empty body: POST the resolved bundle JSON" })
     end
-    local result, err, status = store.apply(raw, var.http_x_cdnctl_commit)
+    local result, err, status = store.apply(raw, var.http_x_cdnctl_commit, file)
     if not result then
         ngx.log(ngx.WARN, "cdnctl: config rejected: ", err)
         return respond.json(status or 400, { error = err })

@@ -1,5 +1,6 @@
 -- Validation of a resolved bundle (format 1, see src/cdnctl/bundle.py) before it is applied.
 local cjson = require "cjson.safe"
+local sha256 = require "cdnctl.sha256"
 
 local type = type
 local pairs = pairs
@@ -9,9 +10,12 @@ local next = next
 local floor = math.floor
 local find = string.find
 local sub = string.sub
+local byte = string.byte
 local null = cjson.null
 
 local _M = {}
+
+local INDEXES = { "hosts", "wildcards" }
 
 local function is_null(v)
     return v == nil or v == null
@@ -117,7 +121,7 @@ local function check_tenant(id, t)
     if t.id ~= id then
         return "id: " .. tostring(t.id) .. " does not match its key"
     end
-    if find(id, "[|%c%s]") then
+    if find(id, '[|%c%s\\"]') then
         return "id: contains a forbidden character"
     end
     if not check_list_of_strings(t.domains) then
@@ -149,28 +153,49 @@ local function check_tenant(id, t)
     return nil
 end
 
--- Returns true, or nil and a message naming the first problem.
-function _M.validate(b)
+_M.check_tenant = check_tenant
+
+-- Everything but the tenants: format, version and the two host indexes.
+function _M.check_skeleton(b)
     if type(b) ~= "table" then
-        return nil, "bundle must be a JSON object"
+        return "bundle must be a JSON object"
     end
     if b.format ~= 1 then
-        return nil, "unsupported bundle format " .. tostring(b.format) .. " (expected 1)"
+        return "unsupported bundle format " .. tostring(b.format) .. " (expected 1)"
     end
     if type(b.version) ~= "string" or not find(b.version, "^sha256:%x+$") or #b.version ~= 71 then
-        return nil, "version: must be sha256:<64 hex>"
+        return "version: must be sha256:<64 hex>"
     end
-    if type(b.hosts) ~= "table" or type(b.wildcards) ~= "table" or type(b.tenants) ~= "table" then
-        return nil, "hosts, wildcards and tenants must be objects"
+    if type(b.hosts) ~= "table" or type(b.wildcards) ~= "table" then
+        return "hosts and wildcards must be objects"
     end
-    for id, t in pairs(b.tenants) do
-        if type(id) ~= "string" then
-            return nil, "tenants: keys must be tenant ids"
+    return nil
+end
+
+-- The host indexes of a new bundle against its tenants. `present`: id -> true for every
+-- tenant of the bundle; `changed`: id -> decoded tenant for those that differ from the
+-- running config; `running`: the running bundle's {hosts, wildcards}. Only changed tenants
+-- are read: an unchanged tenant's domains already mapped to it in the running index, so an
+-- entry that differs from the running index must belong to a changed (or removed) tenant.
+function _M.check_index(b, present, changed, running)
+    for _, kind in ipairs(INDEXES) do
+        local new, old = b[kind], running[kind]
+        for host, id in pairs(new) do
+            if type(host) ~= "string" or type(id) ~= "string" or not present[id] then
+                return kind .. ": " .. tostring(host) .. " maps to unknown tenant " .. tostring(id)
+            end
+            if old[host] ~= id and not changed[id] then
+                return kind .. ": " .. host .. " maps to tenant " .. id
+                    .. ", whose domains do not list it"
+            end
         end
-        local err = check_tenant(id, t)
-        if err then
-            return nil, "tenant " .. id .. ": " .. err
+        for host, id in pairs(old) do
+            if new[host] == nil and present[id] and not changed[id] then
+                return kind .. ": " .. host .. " of tenant " .. id .. " is missing"
+            end
         end
+    end
+    for id, t in pairs(changed) do
         for _, domain in ipairs(t.domains) do
             local owner
             if sub(domain, 1, 2) == "*." then
@@ -179,20 +204,108 @@ function _M.validate(b)
                 owner = b.hosts[domain]
             end
             if owner ~= id then
-                return nil, "hosts index: domain " .. domain .. " of tenant " .. id
-                    .. " maps to " .. tostring(owner)
+                return "hosts index: domain " .. domain .. " of tenant " .. id .. " maps to "
+                    .. tostring(owner)
             end
         end
     end
-    for _, index in ipairs({ "hosts", "wildcards" }) do
-        for host, id in pairs(b[index]) do
-            if type(host) ~= "string" or type(id) ~= "string" or type(b.tenants[id]) ~= "table" then
-                return nil, index .. ": " .. tostring(host) .. " maps to unknown tenant "
-                    .. tostring(id)
+    return nil
+end
+
+local TENANTS_OPEN = '"tenants":{\n'
+
+-- A taken-apart bundle: tenant i is ids[i]; text(i) is its JSON text and fingerprint(i)
+-- the SHA-256 of that text (raw bytes), decoded[i] its table if already decoded.
+local function parts_of(skeleton, skeleton_text, ids, count)
+    return { skeleton = skeleton, skeleton_text = skeleton_text, ids = ids, count = count,
+        decoded = {} }
+end
+
+-- Whole-document decode: for bundles not in the line layout (any valid JSON is accepted).
+local function split_decoded(raw)
+    local b, err = cjson.decode(raw)
+    if type(b) ~= "table" then
+        return nil, "invalid JSON: " .. tostring(err or "not an object")
+    end
+    local serr = _M.check_skeleton(b)
+    if serr then
+        return nil, serr
+    end
+    if type(b.tenants) ~= "table" then
+        return nil, "tenants must be an object"
+    end
+    local ids, texts, n = {}, {}, 0
+    local tenants = b.tenants
+    b.tenants = nil
+    local parts = parts_of(b, cjson.encode(b), ids, 0)
+    for id, t in pairs(tenants) do
+        if type(id) ~= "string" then
+            return nil, "tenants: keys must be tenant ids"
+        end
+        n = n + 1
+        ids[n], parts.decoded[n], texts[n] = id, t, cjson.encode(t)
+    end
+    parts.count = n
+    function parts.text(i)
+        return texts[i]
+    end
+    function parts.fingerprint(i)
+        return sha256.of_range(texts[i], 1, #texts[i])
+    end
+    return parts
+end
+
+-- Takes a bundle apart without decoding its tenants. In the line layout cdnctl writes
+-- (src/cdnctl/bundle.py, bundle_json), every tenant is one line `"<id>":{...}[,]`; only
+-- the rest (format, version, host indexes) is decoded here, and a tenant's text is copied
+-- out of the body (and decoded) only when its fingerprint differs from the running one.
+-- Returns the parts (see parts_of) or nil, error. `pace`, if given, is called per tenant
+-- (the caller's chance to yield).
+function _M.split(raw, pace)
+    local at = find(raw, TENANTS_OPEN, 1, true)
+    if not at then
+        return split_decoded(raw)
+    end
+    local pos = at + #TENANTS_OPEN
+    local ids, firsts, lens, n = {}, {}, {}, 0
+    while byte(raw, pos) ~= 125 do -- "}" closes the tenants object
+        local nl = find(raw, "\n", pos, true)
+        local q = find(raw, '":', pos + 1, true)
+        if not nl or byte(raw, pos) ~= 34 or not q or q > nl then
+            return nil, "tenants: line " .. (n + 1) .. " is not \"<id>\":{...}"
+        end
+        local id = sub(raw, pos + 1, q - 1) -- an escaped id fails check_tenant
+        local last = nl - 1
+        local closing = byte(raw, nl + 1) == 125
+        if byte(raw, last) == 44 then -- ","
+            if closing then
+                return nil, "tenants: trailing comma after tenant " .. id
             end
+            last = last - 1
+        elseif not closing then
+            return nil, "tenants: missing comma after tenant " .. id
+        end
+        n = n + 1
+        ids[n], firsts[n], lens[n] = id, q + 2, last - q - 1
+        pos = nl + 1
+        if pace then
+            pace()
         end
     end
-    return true
+    local skeleton_text = sub(raw, 1, at + #TENANTS_OPEN - 2) .. sub(raw, pos)
+    local b, err = cjson.decode(skeleton_text)
+    if type(b) ~= "table" then
+        return nil, "invalid JSON: " .. tostring(err or "not an object")
+    end
+    b.tenants = nil
+    local parts = parts_of(b, skeleton_text, ids, n)
+    function parts.text(i)
+        return sub(raw, firsts[i], firsts[i] + lens[i] - 1)
+    end
+    function parts.fingerprint(i)
+        return sha256.of_range(raw, firsts[i], lens[i])
+    end
+    return parts
 end
 
 return _M

@@ -42,6 +42,15 @@ function _M.write_private(path, data)
     return true
 end
 
+-- Make the file at `src` (already holding the data) the 0600 file at `path`; false when
+-- they are on different filesystems or the move fails otherwise (nothing is changed).
+function _M.move_private(src, path)
+    if C.chmod(src, 384) ~= 0 then -- 0600
+        return false
+    end
+    return os_rename(src, path) and true or false
+end
+
 -- true if the file existed and was removed.
 function _M.unlink(path)
     return os_remove(path) and true or false

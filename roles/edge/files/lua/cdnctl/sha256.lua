@@ -15,6 +15,7 @@ unsigned char *SHA256(const unsigned char *d, size_t n, unsigned char *md);
 local _M = {}
 
 local buf = ffi_new("unsigned char[32]")
+local bytes_ptr = ffi.typeof("const unsigned char *")
 
 function _M.hex(data)
     C.SHA256(data, #data, buf)
@@ -24,6 +25,13 @@ function _M.hex(data)
         out[i] = format("%02x", byte(raw, i))
     end
     return concat(out)
+end
+
+-- The raw 32-byte digest of `len` bytes of `data` from byte `first` (1-based), without
+-- copying them into a new Lua string.
+function _M.of_range(data, first, len)
+    C.SHA256(ffi.cast(bytes_ptr, data) + (first - 1), len, buf)
+    return ffi_str(buf, 32)
 end
 
 return _M

@@ -1,8 +1,21 @@
--- Running config: two shared-dict generations (even/odd) and one "current generation" key.
+-- Running config: one shared dict, changed tenant by tenant, and an epoch.
 --
--- Applying a bundle writes the inactive dict completely, then flips cdn_state["gen"]; no
--- reload. Each worker keeps an lrucache of prepared tenants keyed by generation, so a
--- request costs one shared-dict get (the generation) on a warm cache and never decodes JSON.
+-- Keys of cdn_config: "t:<id>" -> the tenant's JSON text, "f:<id>" -> its SHA-256 (raw
+-- bytes, the fingerprint that tells a changed tenant), "h:<host>" / "w:<domain>" ->
+-- tenant id, "index" -> the running bundle without its tenants (format, version, hosts,
+-- wildcards), "digests" -> {version, tenants: {id: digest}}, "meta" -> {version, commit,
+-- applied_at, tenants}.
+--
+-- An apply validates the whole bundle before it writes anything, but decodes only the
+-- tenants whose text differs from the running one (by fingerprint: a rotated secret
+-- changes the text, not the compiled digest), and writes only what changed: a commit
+-- that touches one tenant of 100k costs one tenant's work, not 100k. Writes go in an order
+-- that never leaves a host pointing at a missing tenant (tenants, then hosts, then
+-- removals); each key changes atomically, so while an apply writes, a request sees each
+-- tenant either as it was or as it will be. A failed write or persist rolls back every
+-- write before it. The epoch (cdn_state "gen") moves last: each worker's lrucache of
+-- prepared tenants is keyed by it, so no request decodes JSON on a warm cache and none
+-- sees a stale tenant after the apply.
 local cjson = require "cjson.safe"
 local lrucache = require "resty.lrucache"
 local node = require "cdnctl.node"
@@ -23,13 +36,15 @@ local sub = string.sub
 local null = cjson.null
 
 local state = ngx.shared.cdn_state
-local dicts = { [0] = ngx.shared.cdn_config_a, [1] = ngx.shared.cdn_config_b }
+local dict = ngx.shared.cdn_config
 
 local _M = {}
 
 local lru = assert(lrucache.new(20000))
 
-local STATE_FILE = "/bundle.json"
+local BUNDLE_FILE = "/bundle.json" -- the bundle exactly as applied
+local META_FILE = "/bundle.meta.json" -- commit and time of that apply
+local INDEX_PREFIXES = { hosts = "h:", wildcards = "w:" }
 
 local function or_null(v)
     if v == nil then
@@ -52,7 +67,7 @@ function _M.tenant_by_id(id, gen)
     if t then
         return t
     end
-    local raw = dicts[gen % 2]:get("t:" .. id)
+    local raw = dict:get("t:" .. id)
     if not raw then
         return nil
     end
@@ -72,7 +87,6 @@ function _M.tenant_for_host(host)
     if t ~= nil then
         return t or nil
     end
-    local dict = dicts[gen % 2]
     local id = dict:get("h:" .. host)
     if not id then
         local dot = find(host, ".", 1, true)
@@ -85,141 +99,270 @@ function _M.tenant_for_host(host)
     return t or nil
 end
 
--- The JSON {"version", "tenants": {id: digest}} of the running generation, or nil.
+-- The JSON {"version", "tenants": {id: digest}} of the running config, or nil.
 function _M.digests_json()
-    local gen = state:get("gen")
-    return gen and dicts[gen % 2]:get("digests") or nil
+    return dict:get("digests")
 end
 
 function _M.meta()
-    local gen = state:get("gen")
-    if not gen then
-        return nil
-    end
-    return cjson.decode(dicts[gen % 2]:get("meta") or "null")
+    local raw = dict:get("meta")
+    return raw and cjson.decode(raw) or nil
 end
 
--- In the admin handler, yield to the event loop now and then so a large bundle does not
--- stall this worker's other requests (init_by_lua cannot yield, and need not).
-local YIELD_EVERY = 2000
+-- In the admin handler, give the event loop a turn every few milliseconds so a large
+-- bundle does not stall this worker's other requests (init_by_lua cannot yield, and need
+-- not). ngx.sleep(0) does not yield without OpenResty's nginx patch: sleep 1 ms.
+local function pacer()
+    if ngx.get_phase() ~= "content" then
+        return function() end
+    end
+    ngx.update_time()
+    local last = ngx.now()
+    local calls = 0
+    return function()
+        calls = calls + 1
+        if calls % 256 == 0 then
+            ngx.update_time()
+            if ngx.now() - last >= 0.005 then
+                ngx.sleep(0.001)
+                ngx.update_time()
+                last = ngx.now()
+            end
+        end
+    end
+end
 
-local function loader(dict)
-    local can_yield = ngx.get_phase() == "content"
-    local written = 0
-    return function(key, value)
+-- Writes with undo: a failed write restores every key written before it.
+local function journal()
+    local undo, n = {}, 0
+    local j = {}
+    function j.set(key, value, previous)
         local ok, err = dict:safe_set(key, value)
         if not ok then
-            return nil, "config dict: " .. tostring(err)
+            return nil, "config dict: " .. tostring(err) .. " (raise the config dict size)"
         end
-        written = written + 1
-        if can_yield and written % YIELD_EVERY == 0 then
-            ngx.sleep(0.001) -- sleep(0) does not yield without OpenResty's nginx patch
-        end
+        n = n + 1
+        undo[n] = { key, previous }
         return true
     end
+    function j.rollback()
+        for i = n, 1, -1 do
+            local key, previous = undo[i][1], undo[i][2]
+            if previous then
+                dict:safe_set(key, previous)
+            else
+                dict:delete(key)
+            end
+        end
+    end
+    return j
 end
 
-local function load_into_dicts(b, meta)
-    local gen = (state:get("gen") or 0) + 1
-    local dict = dicts[gen % 2]
-    dict:flush_all()
-    dict:flush_expired()
-    local put = loader(dict)
+-- What this worker last applied (host indexes, digests and fingerprints of the tenants),
+-- while it is still what runs: saves reading it back when the next apply lands here.
+local last_applied
+
+-- The running config's {index = {hosts, wildcards}, digests = {id: digest},
+-- fingerprints = {id: sha256 of the tenant's text} or nil when only the dict has them}.
+local function running_state()
+    if last_applied and last_applied.gen == state:get("gen") then
+        return last_applied
+    end
+    local index = cjson.decode(dict:get("index") or "null")
+    if type(index) ~= "table" then
+        index = { hosts = {}, wildcards = {} }
+    end
+    local digests = cjson.decode(dict:get("digests") or "null")
+    return { index = index, digests = type(digests) == "table" and digests.tenants or {} }
+end
+
+-- What differs from the running config. A tenant whose text has the running fingerprint
+-- is unchanged and is neither copied nor decoded; every other one is decoded and checked.
+-- Returns {present = {id: position}, changed = {id: decoded}, digests, fingerprints}.
+local function diff_tenants(parts, running, pace)
+    local present, changed, digests, fingerprints = {}, {}, {}, {}
+    local ids, decoded = parts.ids, parts.decoded
+    local running_fingerprints, running_digests = running.fingerprints, running.digests
+    for i = 1, parts.count do
+        local id = ids[i]
+        if present[id] then
+            return nil, "tenants: duplicate id " .. id
+        end
+        present[id] = i
+        local fingerprint = parts.fingerprint(i)
+        fingerprints[id] = fingerprint
+        local old
+        if running_fingerprints then
+            old = running_fingerprints[id]
+        else
+            old = dict:get("f:" .. id)
+        end
+        if old == fingerprint and running_digests[id] ~= nil then
+            digests[id] = running_digests[id]
+        else
+            local t = decoded[i]
+            if t == nil then
+                local err
+                t, err = cjson.decode(parts.text(i))
+                if t == nil then
+                    return nil, "tenant " .. id .. ": invalid JSON: " .. tostring(err)
+                end
+            end
+            local terr = bundle.check_tenant(id, t)
+            if terr then
+                return nil, "tenant " .. id .. ": " .. terr
+            end
+            changed[id] = t
+            digests[id] = t.digest or null
+        end
+        pace()
+    end
+    return { present = present, changed = changed, digests = digests,
+        fingerprints = fingerprints }
+end
+
+-- The meta file first: if the bundle's rename then fails, the old bundle stays and its
+-- version no longer matches the meta (load_persisted ignores such a meta file).
+-- `body_file`: where nginx wrote the request body, moved into place instead of written.
+local function persist(raw, meta, body_file)
+    local dir = node.settings.state_dir
+    local ok, err = fsutil.write_private(dir .. META_FILE, cjson.encode(meta))
+    if ok and not (body_file and fsutil.move_private(body_file, dir .. BUNDLE_FILE)) then
+        ok, err = fsutil.write_private(dir .. BUNDLE_FILE, raw)
+    end
+    return ok, err
+end
+
+-- Writes what changed (tenants, then hosts, then the running index and meta). Returns the
+-- journal, to be finished or rolled back, or nil, error (already rolled back).
+local function write_changes(parts, diff, running, meta, pace)
+    local j = journal()
     local ok, err
-    for host, id in pairs(b.hosts) do
-        ok, err = put("h:" .. host, id)
+    local function fail(e)
+        j.rollback()
+        return nil, e
+    end
+    for id in pairs(diff.changed) do
+        local key = "t:" .. id
+        ok, err = j.set(key, parts.text(diff.present[id]), dict:get(key) or false)
+        if ok then
+            key = "f:" .. id
+            ok, err = j.set(key, diff.fingerprints[id], dict:get(key) or false)
+        end
         if not ok then
-            return nil, err
+            return fail(err)
+        end
+        pace()
+    end
+    j.stale = {}
+    for kind, prefix in pairs(INDEX_PREFIXES) do
+        local new, old = parts.skeleton[kind], running.index[kind]
+        for host, id in pairs(new) do
+            if old[host] ~= id then
+                ok, err = j.set(prefix .. host, id, old[host] or false)
+                if not ok then
+                    return fail(err)
+                end
+                pace()
+            end
+        end
+        for host in pairs(old) do
+            if new[host] == nil then
+                j.stale[#j.stale + 1] = prefix .. host
+            end
         end
     end
-    for domain, id in pairs(b.wildcards) do
-        ok, err = put("w:" .. domain, id)
-        if not ok then
-            return nil, err
+    j.removed = {}
+    for id in pairs(running.digests) do
+        if not diff.present[id] then
+            j.removed[#j.removed + 1] = id
+            j.stale[#j.stale + 1] = "t:" .. id
+            j.stale[#j.stale + 1] = "f:" .. id
         end
     end
-    local count = 0
-    local digests = {}
-    for id, t in pairs(b.tenants) do
-        ok, err = put("t:" .. id, cjson.encode(t))
+    local digests = cjson.encode({ version = meta.version, tenants = diff.digests })
+    for key, value in pairs({ index = parts.skeleton_text, digests = digests,
+        meta = cjson.encode(meta) })
+    do
+        ok, err = j.set(key, value, dict:get(key) or false)
         if not ok then
-            return nil, err
+            return fail(err)
         end
-        digests[id] = t.digest or null
-        count = count + 1
     end
-    meta.tenants = count
-    dict:safe_set("meta", cjson.encode(meta))
-    -- What this node runs, tenant by tenant: `cdnctl plan --edge` diffs it with a compile.
-    ok, err = dict:safe_set("digests", cjson.encode({ version = meta.version, tenants = digests }))
-    if not ok then
-        return nil, "config dict: " .. tostring(err)
-    end
-    state:set("gen", gen)
-    return count
+    return j
 end
 
--- Ids of the tenants the generation `gen` served that bundle `b` no longer has.
-local function removed_tenants(gen, b)
-    local removed = {}
-    if not gen then
-        return removed
+-- Validate everything, write the difference, persist (tmp + rename, 0600; not when loading
+-- what is persisted), then drop what is gone and move the epoch. A failure at any step
+-- leaves the running config and the persisted bundle as they were. Returns the response
+-- document, or nil, error, HTTP status.
+local function apply_now(raw, meta, from_disk, body_file)
+    local pace = pacer()
+    local parts, err = bundle.split(raw, pace)
+    if not parts then
+        return nil, err
     end
-    for _, key in ipairs(dicts[gen % 2]:get_keys(0)) do
-        if sub(key, 1, 2) == "t:" and b.tenants[sub(key, 3)] == nil then
-            removed[#removed + 1] = sub(key, 3)
-        end
+    local serr = bundle.check_skeleton(parts.skeleton)
+    if serr then
+        return nil, serr
     end
-    return removed
-end
-
--- Validate, persist (tmp + rename, 0600), then swap. Returns the response document, or
--- nil, error, HTTP status.
-local function apply_now(raw, commit)
-    local b, err = cjson.decode(raw)
-    if not b then
-        return nil, "invalid JSON: " .. tostring(err)
+    local running = running_state()
+    local diff, derr = diff_tenants(parts, running, pace)
+    if not diff then
+        return nil, derr
     end
-    local ok, verr = bundle.validate(b)
-    if not ok then
-        return nil, verr
+    local ierr = bundle.check_index(parts.skeleton, diff.present, diff.changed, running.index)
+    if ierr then
+        return nil, ierr
     end
     local previous = _M.meta()
-    ngx.update_time()
-    local meta = { version = b.version, commit = or_null(commit), applied_at = ngx.now() }
-    local head = cjson.encode({ commit = or_null(commit), applied_at = meta.applied_at })
-    local doc = sub(head, 1, -2) .. ',"bundle":' .. raw .. "}"
-    local written, werr = fsutil.write_private(node.settings.state_dir .. STATE_FILE, doc)
-    if not written then
-        return nil, "persist failed: " .. werr, 500
+    meta.version = parts.skeleton.version
+    meta.tenants = parts.count
+    local j, werr = write_changes(parts, diff, running, meta, pace)
+    if not j then
+        state:incr("gen", 1, 0) -- workers may have cached what was rolled back
+        return nil, werr, 500
     end
-    local previous_gen = state:get("gen")
-    local count, lerr = load_into_dicts(b, meta)
-    if not count then
-        return nil, lerr, 500
+    if not from_disk then
+        local ok, perr = persist(raw, meta, body_file)
+        if not ok then
+            j.rollback()
+            state:incr("gen", 1, 0)
+            return nil, "persist failed: " .. perr, 500
+        end
     end
-    -- After the swap (the old generation no longer serves): a removed tenant's cache is
-    -- purged, so a tenant added back later starts empty.
-    local removed = removed_tenants(previous_gen, b)
-    local purged, perr = purge.forget(removed)
+    for _, key in ipairs(j.stale) do
+        dict:delete(key)
+    end
+    last_applied = {
+        gen = state:incr("gen", 1, 0),
+        index = { hosts = parts.skeleton.hosts, wildcards = parts.skeleton.wildcards },
+        digests = diff.digests,
+        fingerprints = diff.fingerprints,
+    }
+    -- A removed tenant's cache is purged, so a tenant added back later starts empty.
+    local purged, perr = purge.forget(j.removed)
     if not purged then
         ngx.log(ngx.ERR, "cdnctl: cannot persist purge generations: ", perr)
     end
+    local changed = 0
+    for _ in pairs(diff.changed) do
+        changed = changed + 1
+    end
     return {
-        version = b.version,
+        version = meta.version,
         previous = previous and previous.version or null,
-        tenants = count,
+        tenants = parts.count,
+        changed = changed,
+        removed = #j.removed,
     }
 end
 
-function _M.apply(raw, commit)
-    if commit ~= nil and (type(commit) ~= "string" or not find(commit, "^[%w._/-]+$")) then
-        return nil, "X-Cdnctl-Commit: not a commit id"
-    end
+local function locked(fn, ...)
     if not state:add("apply_lock", true, 600) then
         return nil, "another config apply is in progress", 409
     end
-    local ok, result, err, status = pcall(apply_now, raw, commit)
+    local ok, result, err, status = pcall(fn, ...)
     state:delete("apply_lock")
     if not ok then
         return nil, "apply failed: " .. tostring(result), 500
@@ -227,28 +370,53 @@ function _M.apply(raw, commit)
     return result, err, status
 end
 
--- On start: serve the last persisted bundle, if any.
+-- `body_file`: the file nginx wrote `raw` to, if any (it becomes the persisted bundle).
+function _M.apply(raw, commit, body_file)
+    if commit ~= nil and (type(commit) ~= "string" or not find(commit, "^[%w._/-]+$")) then
+        return nil, "X-Cdnctl-Commit: not a commit id"
+    end
+    ngx.update_time()
+    return locked(apply_now, raw, { commit = or_null(commit), applied_at = ngx.now() }, false,
+        body_file)
+end
+
+-- Files written by cdnctl before bundle.meta.json existed: {"commit", "applied_at",
+-- "bundle": {...}} in bundle.json.
+local function legacy(raw)
+    if not (find(raw, '^{"commit":') or find(raw, '^{"applied_at":')) then
+        return nil
+    end
+    local doc = cjson.decode(raw)
+    if type(doc) ~= "table" or type(doc.bundle) ~= "table" then
+        return nil
+    end
+    return cjson.encode(doc.bundle), { commit = or_null(doc.commit), applied_at = doc.applied_at }
+end
+
+-- On start (and on a HUP reload, over the surviving shared dict): serve the last persisted
+-- bundle, if any. Over an unchanged dict this writes nothing.
 function _M.load_persisted()
-    local path = node.settings.state_dir .. STATE_FILE
-    local raw = node.read_file(path)
+    local dir = node.settings.state_dir
+    local raw = node.read_file(dir .. BUNDLE_FILE)
     if not raw then
-        return true, "no persisted bundle at " .. path
+        return true, "no persisted bundle at " .. dir .. BUNDLE_FILE
     end
-    local doc, err = cjson.decode(raw)
-    if type(doc) ~= "table" then
-        return nil, "unreadable " .. path .. ": " .. tostring(err)
+    local old_raw, old_meta = legacy(raw)
+    local meta = old_meta or cjson.decode(node.read_file(dir .. META_FILE) or "null")
+    if type(meta) ~= "table" then
+        meta = {}
     end
-    local ok, verr = bundle.validate(doc.bundle)
-    if not ok then
-        return nil, "invalid persisted bundle: " .. verr
+    local result, err = locked(apply_now, old_raw or raw, {
+        commit = or_null(meta.commit),
+        applied_at = or_null(meta.applied_at),
+    }, true)
+    if not result then
+        return nil, "invalid persisted bundle: " .. tostring(err)
     end
-    local count, lerr = load_into_dicts(doc.bundle, {
-        version = doc.bundle.version,
-        commit = or_null(doc.commit),
-        applied_at = doc.applied_at,
-    })
-    if not count then
-        return nil, lerr
+    if result.version ~= meta.version and not old_raw then
+        -- The meta file belongs to another bundle (a crash between the two renames).
+        dict:set("meta", cjson.encode({ version = result.version, commit = null,
+            applied_at = null, tenants = result.tenants }))
     end
     return true
 end
