@@ -32,6 +32,7 @@ local assert = assert
 local tostring = tostring
 local find = string.find
 local pcall = pcall
+local collectgarbage = collectgarbage
 local sub = string.sub
 local null = cjson.null
 
@@ -243,11 +244,13 @@ local function write_changes(parts, diff, running, meta, pace)
         return nil, e
     end
     for id in pairs(diff.changed) do
+        -- A tenant new to this node has no previous value to restore on a rollback.
+        local running_tenant = running.digests[id] ~= nil
         local key = "t:" .. id
-        ok, err = j.set(key, parts.text(diff.present[id]), dict:get(key) or false)
+        ok, err = j.set(key, parts.text(diff.present[id]), running_tenant and dict:get(key))
         if ok then
             key = "f:" .. id
-            ok, err = j.set(key, diff.fingerprints[id], dict:get(key) or false)
+            ok, err = j.set(key, diff.fingerprints[id], running_tenant and dict:get(key))
         end
         if not ok then
             return fail(err)
@@ -370,14 +373,27 @@ local function locked(fn, ...)
     return result, err, status
 end
 
+-- An apply of a large bundle leaves a lot of garbage (the body, the tenant table): collect
+-- it now, in small steps between requests, rather than during the next apply.
+local function collect_garbage(premature)
+    for _ = 1, 100000 do
+        if premature or collectgarbage("step", 1024) then
+            return
+        end
+        ngx.sleep(0.001)
+    end
+end
+
 -- `body_file`: the file nginx wrote `raw` to, if any (it becomes the persisted bundle).
 function _M.apply(raw, commit, body_file)
     if commit ~= nil and (type(commit) ~= "string" or not find(commit, "^[%w._/-]+$")) then
         return nil, "X-Cdnctl-Commit: not a commit id"
     end
     ngx.update_time()
-    return locked(apply_now, raw, { commit = or_null(commit), applied_at = ngx.now() }, false,
-        body_file)
+    local result, err, status = locked(apply_now, raw,
+        { commit = or_null(commit), applied_at = ngx.now() }, false, body_file)
+    ngx.timer.at(0, collect_garbage)
+    return result, err, status
 end
 
 -- Files written by cdnctl before bundle.meta.json existed: {"commit", "applied_at",
