@@ -293,10 +293,11 @@ def prepare_rollout(
     vault_password_file: VaultPasswordOpt = None,
 ) -> None:
     """For ansible/tenants.yml: resolve a compiled bundle's secrets into a private file and
-    print {version, commit, smoke_tenant, smoke_domain} as JSON."""
+    print {version, content, commit, smoke_tenant, smoke_domain} as JSON (`content`: the
+    SHA-256 of the resolved bytes, secrets included)."""
     bundle = json.loads(bundle_file.read_bytes())
     try:
-        write_resolved(bundle, os.environ, out, vault_secret(vault_password_file))
+        content = write_resolved(bundle, os.environ, out, vault_secret(vault_password_file))
     except SecretResolutionError as exc:
         raise _fail(f"{exc} — nothing was rolled out", EXIT_FAILED) from None
     except FileExistsError:
@@ -305,6 +306,7 @@ def prepare_rollout(
     target = smoke_target(bundle, plan)
     document = {
         "version": bundle["version"],
+        "content": content,
         "commit": source_commit(tenants),
         "smoke_tenant": target[0] if target else None,
         "smoke_domain": target[1] if target else None,

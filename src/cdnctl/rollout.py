@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cdnctl.bundle import bundle_json
+from cdnctl.bundle import bundle_json, sha256_tag
 from cdnctl.secrets import resolve_secrets
 
 SMOKE_LABEL = "smoke"  # the label put in front of a wildcard domain to get a host name
@@ -36,12 +36,14 @@ def write_resolved(
     environ: Mapping[str, str],
     out: Path,
     vault_secret: str | None,
-) -> None:
-    """Resolve secrets (SecretResolutionError if any is missing) into a new 0600 file."""
-    resolved = resolve_secrets(dict(bundle), environ, vault_secret=vault_secret)
+) -> str:
+    """Resolve secrets (SecretResolutionError if any is missing) into a new 0600 file;
+    returns the SHA-256 of its bytes (what an edge reports as `content` once it runs it)."""
+    resolved = bundle_json(resolve_secrets(dict(bundle), environ, vault_secret=vault_secret))
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(bundle_json(resolved))
+        handle.write(resolved)
+    return sha256_tag(resolved)
 
 
 def load_plan(text: str | None) -> dict[str, Any] | None:

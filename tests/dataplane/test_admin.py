@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ def test_apply_reports_versions_and_persists_0600(edge, make_origin):
     origin = make_origin("a")
     assert edge.admin.get("/config").json() == {
         "version": None,
+        "content": None,
         "commit": None,
         "tenants": 0,
         "applied_at": None,
@@ -78,6 +80,8 @@ def test_apply_reports_versions_and_persists_0600(edge, make_origin):
     state = edge.edge.settings.effective_state_dir / "bundle.json"
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
     assert state.read_bytes() == bundle_bytes(second)  # exactly what was applied
+    content = edge.admin.get("/config").json()["content"]
+    assert content == "sha256:" + hashlib.sha256(bundle_bytes(second)).hexdigest()
     meta = state.with_name("bundle.meta.json")
     assert stat.S_IMODE(meta.stat().st_mode) == 0o600
     assert json.loads(meta.read_text())["version"] == second["version"]

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from cdnctl.bundle import sha256_tag
 from cdnctl.cli import app
 from cdnctl.rollout import smoke_target
 
@@ -75,6 +76,7 @@ def test_prepare_rollout_writes_a_private_resolved_bundle(compiled, tmp_path, te
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["version"] == json.loads(compiled.read_text())["version"]
+    assert summary["content"] == sha256_tag(out.read_bytes())
     assert (summary["smoke_tenant"], summary["smoke_domain"]) == ("acme", "cdn.acme.test")
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     auth = json.loads(out.read_text())["tenants"]["acme"]["origin"]["basic_auth"]

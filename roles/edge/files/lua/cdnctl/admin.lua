@@ -69,6 +69,7 @@ local function get_config()
     local meta = store.meta()
     return respond.json(200, {
         version = meta and meta.version or null,
+        content = meta and meta.content or null,
         commit = meta and meta.commit or null,
         tenants = meta and meta.tenants or 0,
         applied_at = meta and meta.applied_at or null,

@@ -3,8 +3,8 @@
 -- Keys of cdn_config: "t:<id>" -> the tenant's JSON text, "f:<id>" -> its SHA-256 (raw
 -- bytes, the fingerprint that tells a changed tenant), "h:<host>" / "w:<domain>" ->
 -- tenant id, "index" -> the running bundle without its tenants (format, version, hosts,
--- wildcards), "digests" -> {version, tenants: {id: digest}}, "meta" -> {version, commit,
--- applied_at, tenants}.
+-- wildcards), "digests" -> {version, tenants: {id: digest}}, "meta" -> {version, content,
+-- commit, applied_at, tenants}.
 --
 -- An apply validates the whole bundle before it writes anything, but decodes only the
 -- tenants whose text differs from the running one (by fingerprint: a rotated secret
@@ -23,6 +23,7 @@ local bundle = require "cdnctl.bundle"
 local fsutil = require "cdnctl.fsutil"
 local policy = require "cdnctl.policy"
 local purge = require "cdnctl.purge"
+local sha256 = require "cdnctl.sha256"
 
 local ngx = ngx
 local pairs = pairs
@@ -321,6 +322,9 @@ local function apply_now(raw, meta, from_disk, body_file)
     local previous = _M.meta()
     meta.version = parts.skeleton.version
     meta.tenants = parts.count
+    -- The exact bytes, secrets included: a rollout re-sends a bundle whose version is the
+    -- same but whose resolved secrets changed (ansible/tenants.yml compares this).
+    meta.content = "sha256:" .. sha256.hex(raw)
     local j, werr = write_changes(parts, diff, running, meta, pace)
     if not j then
         state:incr("gen", 1, 0) -- workers may have cached what was rolled back
