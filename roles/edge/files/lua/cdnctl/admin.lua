@@ -111,12 +111,13 @@ local function post_purge(token)
     if not tenant then
         return respond.json(404, { error = "unknown tenant", tenant = body.tenant })
     end
-    local purged, err = purge[kind](tenant, arg)
+    local purged, err, note = purge[kind](tenant, arg)
     if not purged then
         return respond.json(500, { error = "purge failed: " .. tostring(err) })
     end
-    ngx.log(ngx.NOTICE, "cdnctl: purge ", kind, " for ", tenant.id, ": ", purged)
-    return respond.json(200, { tenant = tenant.id, kind = kind, purged = purged })
+    ngx.log(ngx.NOTICE, "cdnctl: purge ", kind, " for ", tenant.id, ": ", purged, " ",
+        note or "")
+    return respond.json(200, { tenant = tenant.id, kind = kind, purged = purged, note = note })
 end
 
 function _M.handle()

@@ -57,6 +57,7 @@ function _M.init(settings_file)
 
     require("cdnctl.purge").load_generations()
     local ok, lerr = store.load_persisted()
+    require("cdnctl.purge").load_index(store.meta() ~= nil)
     if not ok then
         ngx.log(ngx.ERR, "cdnctl: persisted bundle not loaded: ", lerr)
     elseif lerr then
@@ -67,6 +68,7 @@ end
 function _M.init_worker()
     randomseed(ngx.now() * 1000 + ngx.worker.pid())
     require("cdnctl.metrics").start_flusher()
+    require("cdnctl.purge").start_index_saver()
 end
 
 return _M

@@ -2,6 +2,12 @@
 -- <cache_path>/<levels from the md5 tail>/<md5(key)> (and its slices); prefix and tag
 -- purges walk an index of stored keys kept in cdn_purge (written in the log phase); purge
 -- of everything bumps the tenant's cache generation, which is part of every cache key.
+--
+-- The cache outlives a restart, so the index does too: worker 0 saves it every
+-- INDEX_SAVE_EVERY seconds and when it exits gracefully, and init loads it. After a stop
+-- that did not save it (a crash, a fast shutdown), objects stored since the last save are
+-- not indexed: until a tenant's next purge-all, its prefix and tag purges purge all of it
+-- (a generation bump) rather than risk serving something a customer purged.
 local policy = require "cdnctl.policy"
 local fsutil = require "cdnctl.fsutil"
 local node = require "cdnctl.node"
@@ -19,6 +25,9 @@ local concat = table.concat
 local ipairs = ipairs
 local pairs = pairs
 local type = type
+local tonumber = tonumber
+local format = string.format
+local floor = math.floor
 
 local index = ngx.shared.cdn_purge
 local state = ngx.shared.cdn_state
@@ -108,8 +117,23 @@ function _M.urls(tenant, urls)
     return purged
 end
 
+local INCOMPLETE = "pi_incomplete" -- cdn_state: set at init after an unsaved stop
+
+-- Has the index missed objects of this tenant that can still be served? Only before the
+-- tenant's first purge-all after an unsaved stop (its generation then moves on).
+local function index_incomplete(id)
+    local since = state:get(INCOMPLETE)
+    return since ~= nil and (state:get("pi_gen:" .. id) or 0) == generation(id)
+end
+
 -- Deletes every indexed object of the tenant for which matches(path, tags) is true.
+-- Returns the count, and a note when the index could not be trusted (see above).
 local function purge_indexed(tenant, matches)
+    if index_incomplete(tenant.id) then
+        local purged, err = _M.all(tenant)
+        return purged, err, "the purge index may miss objects stored before an unclean "
+            .. "restart: purged everything of this tenant"
+    end
     local purged = 0
     each_indexed(tenant.id, function(ikey, key, tags, path)
         if matches(path, tags) then
@@ -137,6 +161,82 @@ function _M.tag(tenant, tag)
 end
 
 local GENERATIONS_FILE = "/purge_generations.json"
+local INDEX_FILE = "/purge_index.tsv"
+local INDEX_HEADER = "cdnctl purge index 1 "
+local INDEX_SAVE_EVERY = 30
+
+-- Writes the index (0600, atomically): a header line saying whether this is the final
+-- save of a graceful exit, then "expires<TAB>tenant<TAB>cache key<TAB> tags " per line
+-- (keys and tags never hold whitespace: paths and queries are percent-encoded).
+function _M.save_index(final)
+    ngx.update_time()
+    local now = ngx.now()
+    local lines = { INDEX_HEADER .. (final and "final" or "periodic") }
+    for _, ikey in ipairs(index:get_keys(0)) do
+        local value = index:get(ikey)
+        local ttl = index:ttl(ikey)
+        if value and ttl and ttl > 0 then
+            lines[#lines + 1] = format("%d\t%s\t%s", floor(now + ttl), ikey, value)
+        end
+    end
+    lines[#lines + 1] = ""
+    return fsutil.write_private(node.settings.state_dir .. INDEX_FILE, concat(lines, "\n"))
+end
+
+-- init_by_lua: load the saved index unless the shared dict still holds it (a HUP reload).
+-- `ran_before`: this node has served a bundle before (so its cache may hold objects).
+function _M.load_index(ran_before)
+    if state:get("pi_loaded") then
+        return
+    end
+    state:set("pi_loaded", true)
+    local raw = node.read_file(node.settings.state_dir .. INDEX_FILE)
+    local final = raw and sub(raw, 1, #INDEX_HEADER + 5) == INDEX_HEADER .. "final"
+    if not final and (raw or ran_before) then
+        ngx.update_time()
+        state:set(INCOMPLETE, ngx.now())
+        -- The generation each tenant had then: a later bump means a purge-all happened.
+        for _, key in ipairs(state:get_keys(0)) do
+            local id = match(key, "^pg:(.+)$")
+            if id then
+                state:set("pi_gen:" .. id, state:get(key))
+            end
+        end
+    end
+    if not raw then
+        return
+    end
+    ngx.update_time()
+    local now = ngx.now()
+    for expires, ikey, value in gmatch(raw, "\n(%d+)\t([^\t\n]+\t[^\t\n]+)\t([^\n]*)") do
+        local ttl = tonumber(expires) - now
+        if ttl > 0 then
+            index:safe_set(ikey, value, ttl)
+        end
+    end
+end
+
+local function save_index_timer(premature)
+    local saved, err = _M.save_index(premature)
+    if not saved then
+        ngx.log(ngx.ERR, "cdnctl: cannot save the purge index: ", err)
+    end
+end
+
+-- init_worker: worker 0 saves the index at once (so a "final" save of the workers before a
+-- reload no longer claims to be complete), every INDEX_SAVE_EVERY s, and on a graceful exit.
+function _M.start_index_saver()
+    if ngx.worker.id() ~= 0 then
+        return
+    end
+    local ok, err = ngx.timer.at(0, save_index_timer)
+    if ok then
+        ok, err = ngx.timer.every(INDEX_SAVE_EVERY, save_index_timer)
+    end
+    if not ok then
+        ngx.log(ngx.ERR, "cdnctl: cannot start the purge index saver: ", err)
+    end
+end
 
 -- Tenant cache generations must survive a restart, or purged objects would come back.
 local function persist_generations()
