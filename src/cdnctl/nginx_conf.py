@@ -76,6 +76,9 @@ class NodeSettings(BaseModel):
     ratelimit_dict_size: str = "16m"
     admin_max_body: str = "512m"
     error_log_level: str = "warn"
+    # Public access log: None writes each line as the request ends (one write(2) per
+    # request); "64k" buffers lines, flushed when full and at least every second.
+    access_log_buffer: str | None = Field(default=None, pattern=r"^[1-9][0-9]*[kKmM]?$")
     compress_types: list[str] = Field(default_factory=lambda: list(COMPRESS_TYPES))
 
     @field_validator("listen", "admin_listen")

@@ -11,10 +11,14 @@ local _M = {}
 local AGE_STATUSES = { HIT = true, STALE = true, UPDATING = true, REVALIDATED = true }
 
 function _M.header_filter()
-    local stored = var.upstream_http_x_cdnctl_stored
-    if stored and AGE_STATUSES[var.upstream_cache_status] then
-        local age = time() - (tonumber(stored) or 0)
-        header["Age"] = age > 0 and age or 0
+    -- $upstream_cache_status first (a field of the upstream state): $upstream_http_* is a
+    -- scan of the upstream response's headers, only worth it when an Age is due.
+    if AGE_STATUSES[var.upstream_cache_status] then
+        local stored = var.upstream_http_x_cdnctl_stored
+        if stored then
+            local age = time() - (tonumber(stored) or 0)
+            header["Age"] = age > 0 and age or 0
+        end
     end
 end
 

@@ -29,11 +29,16 @@ function _M.log()
         tenant = "_unknown"
     end
     local cache_status = var.upstream_cache_status
-    if not cache_status then
-        cache_status = var.upstream_addr and "BYPASS" or "NONE"
+    local origin_seconds
+    if cache_status ~= "HIT" then
+        -- A cache HIT has no upstream state: no address, no response time.
+        if not cache_status then
+            cache_status = var.upstream_addr and "BYPASS" or "NONE"
+        end
+        origin_seconds = upstream_seconds(var.upstream_response_time)
     end
     metrics.record(tenant, ngx.status, cache_status, tonumber(var.bytes_sent) or 0,
-        upstream_seconds(var.upstream_response_time))
+        origin_seconds)
 
     if STORING[cache_status] and var.cdn_bypass ~= "1" then
         local cc = var.upstream_http_cache_control

@@ -2,6 +2,7 @@
 -- text exposition.
 local ngx = ngx
 local tostring = tostring
+local setmetatable = setmetatable
 local floor = math.floor
 local pairs = pairs
 local ipairs = ipairs
@@ -26,32 +27,57 @@ end
 local SEP = "\t"
 
 -- Counters are summed per worker and flushed to the shared dict every second (and before
--- an exposition), so the request path takes no shared-dict lock for metrics.
-local pending = {}
-local pending_count = 0
+-- an exposition), so the request path takes no shared-dict lock for metrics. The pending
+-- sums are nested tables (tenant -> ...) so a request builds no key strings: the dict keys
+-- ("r\ttenant\tclass\tcache", "b\ttenant", ...) are made once per flush.
+local requests = {} -- tenant -> status class -> cache status -> count
+local bytes_sent = {} -- tenant -> bytes
+local histograms = {} -- tenant -> { count =, sum =, [bucket index] = count }
+local dirty = false
+
+-- "2xx" etc. per status code, computed once per code.
+local CLASSES = setmetatable({}, {
+    __index = function(classes, status)
+        local class = status >= 100 and (status - status % 100) / 100 .. "xx" or "0xx"
+        classes[status] = class
+        return class
+    end,
+})
 
 local function incr(key, value)
-    local current = pending[key]
-    if current then
-        pending[key] = current + value
-    else
-        pending[key] = value
-        pending_count = pending_count + 1
+    local ok, err = dict:incr(key, value, 0)
+    if not ok then
+        ngx.log(ngx.WARN, "cdnctl: metrics dict: ", err)
     end
 end
 
 function _M.flush()
-    if pending_count == 0 then
+    if not dirty then
         return
     end
-    local batch = pending
-    pending = {}
-    pending_count = 0
-    for key, value in pairs(batch) do
-        local ok, err = dict:incr(key, value, 0)
-        if not ok then
-            ngx.log(ngx.WARN, "cdnctl: metrics dict: ", err)
+    local reqs, bytes, hists = requests, bytes_sent, histograms
+    requests, bytes_sent, histograms = {}, {}, {}
+    dirty = false
+    for tenant, classes in pairs(reqs) do
+        for class, statuses in pairs(classes) do
+            local prefix = "r" .. SEP .. tenant .. SEP .. class .. SEP
+            for cache_status, n in pairs(statuses) do
+                incr(prefix .. cache_status, n)
+            end
         end
+    end
+    for tenant, n in pairs(bytes) do
+        incr("b" .. SEP .. tenant, n)
+    end
+    for tenant, h in pairs(hists) do
+        for i = 1, #BUCKETS do
+            local n = h[i]
+            if n then
+                incr("h" .. SEP .. tenant .. SEP .. BUCKET_LABELS[i], n)
+            end
+        end
+        incr("hc" .. SEP .. tenant, h.count)
+        incr("hs" .. SEP .. tenant, h.sum)
     end
 end
 
@@ -63,17 +89,33 @@ function _M.start_flusher()
 end
 
 function _M.record(tenant, status, cache_status, bytes, origin_seconds)
-    local class = status >= 100 and (status - status % 100) / 100 .. "xx" or "0xx"
-    incr("r" .. SEP .. tenant .. SEP .. class .. SEP .. cache_status, 1)
-    incr("b" .. SEP .. tenant, bytes)
+    dirty = true
+    local classes = requests[tenant]
+    if not classes then
+        classes = {}
+        requests[tenant] = classes
+    end
+    local class = CLASSES[status]
+    local statuses = classes[class]
+    if not statuses then
+        statuses = {}
+        classes[class] = statuses
+    end
+    statuses[cache_status] = (statuses[cache_status] or 0) + 1
+    bytes_sent[tenant] = (bytes_sent[tenant] or 0) + bytes
     if origin_seconds then
-        for i, bound in ipairs(BUCKETS) do
-            if origin_seconds <= bound then
-                incr("h" .. SEP .. tenant .. SEP .. BUCKET_LABELS[i], 1)
+        local h = histograms[tenant]
+        if not h then
+            h = { count = 0, sum = 0 }
+            histograms[tenant] = h
+        end
+        for i = 1, #BUCKETS do
+            if origin_seconds <= BUCKETS[i] then
+                h[i] = (h[i] or 0) + 1
             end
         end
-        incr("hc" .. SEP .. tenant, 1)
-        incr("hs" .. SEP .. tenant, origin_seconds)
+        h.count = h.count + 1
+        h.sum = h.sum + origin_seconds
     end
 end
 
