@@ -1,8 +1,12 @@
 """Data-plane benchmark: the cdnctl edge against plain nginx proxy_cache. Prints one JSON.
 
 Measured on loopback with wrk, interleaved rounds (plain, edge, plain, edge, ...), medians:
-- HIT req/s and p99 latency for the same 1 KiB object, edge with 3 tenants and 100k tenants,
-  as a ratio to plain nginx proxy_cache (same worker count, JSON access log, sendfile);
+- HIT req/s, p99 latency and worker CPU per request for the same 1 KiB object, edge with 3
+  tenants and 100k tenants (configured as the roles deploy it: access log buffered), as a
+  ratio to plain nginx proxy_cache (same worker count, JSON access log, sendfile: the
+  issue's baseline), and to "plain_featured": plain nginx that also does what the edge does
+  without Lua (the edge's JSON log line, buffered; X-Request-ID and X-Cache-Status headers),
+  which isolates the cost of the Lua (tenant routing, metrics, Age);
 - time to apply a 100k-tenant bundle to a running edge (from 3 tenants: every tenant is new),
   then a 100k-tenant bundle in which one tenant changed, each with a concurrent client
   counting failed requests, and whether nginx master/worker PIDs stayed the same (0 reloads);
@@ -43,6 +47,8 @@ WRK_CONNECTIONS = 32
 TOKEN = "bench-token"
 HOST = "t0.bench.test"
 PATH = "/obj"
+LARGE_PATH = "/large"  # a 100 KiB object: per-request costs weigh less than at 1 KiB
+LARGE_BYTES = 100 * 1024
 
 PLAIN_CONF = """
 {user}
@@ -51,10 +57,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    log_format json escape=json '{{"time":"$time_iso8601","host":"$host","status":$status,'
-        '"bytes":$bytes_sent,"cache_status":"$upstream_cache_status",'
-        '"upstream_addr":"$upstream_addr","request_time":$request_time}}';
-    access_log {prefix}/access.log json;
+{log}
     client_body_temp_path {prefix}/tmp/body;
     proxy_temp_path {prefix}/tmp/proxy;
     fastcgi_temp_path {prefix}/tmp/fastcgi;
@@ -73,14 +76,48 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_pass http://origin;
+{headers}
         }}
     }}
 }}
 """
 
 
-def wrk(url: str, host: str) -> tuple[float, float]:
-    """(requests per second, p99 latency in ms)."""
+PLAIN_LOG = """
+    log_format json escape=json '{{"time":"$time_iso8601","host":"$host","status":$status,'
+        '"bytes":$bytes_sent,"cache_status":"$upstream_cache_status",'
+        '"upstream_addr":"$upstream_addr","request_time":$request_time}}';
+    access_log {prefix}/access.log json;"""
+
+# The edge's log line (templates/nginx/nginx.conf.j2), buffered as the roles deploy it.
+FEATURED_LOG = """
+    map $http_x_request_id $req_id {{
+        "~^[A-Za-z0-9._:-]{{1,128}}$" $http_x_request_id;
+        default $request_id;
+    }}
+    log_format json escape=json '{{"time":"$time_iso8601","tenant":"",'
+        '"request_id":"$req_id","remote_addr":"$remote_addr","host":"$http_host",'
+        '"method":"$request_method","uri":"$request_uri","status":$status,'
+        '"bytes":$bytes_sent,"cache_status":"$upstream_cache_status",'
+        '"upstream_addr":"$upstream_addr","upstream_time":"$upstream_response_time",'
+        '"request_time":$request_time}}';
+    access_log {prefix}/access.log json buffer=64k flush=1s;"""
+FEATURED_HEADERS = """
+            add_header X-Cache-Status $upstream_cache_status always;
+            add_header X-Request-ID $req_id always;"""
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def wrk(url: str, host: str, worker: int | None = None) -> tuple[float, float, float]:
+    """(requests per second, p99 latency in ms, worker CPU microseconds per request)."""
+    cpu_before = cpu_seconds(worker) if worker else 0.0
     out = subprocess.run(
         ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", "--latency", "-H",
          f"Host: {host}", url],
@@ -92,11 +129,15 @@ def wrk(url: str, host: str) -> tuple[float, float]:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"wrk saw {errors.group(1)} errors against {url}")
-    return rps, p99
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    cpu = (cpu_seconds(worker) - cpu_before) if worker else 0.0
+    return rps, p99, cpu / max(requests, 1) * 1e6
 
 
 class PlainNginx:
-    def __init__(self, prefix: Path, origin: str) -> None:
+    """nginx proxy_cache without Lua; `featured`: with the edge's log line and headers."""
+
+    def __init__(self, prefix: Path, origin: str, *, featured: bool = False) -> None:
         self.prefix = prefix
         self.listen = f"127.0.0.1:{free_port()}"
         (prefix / "tmp").mkdir(parents=True)
@@ -107,6 +148,8 @@ class PlainNginx:
                 prefix=prefix,
                 origin=origin,
                 listen=self.listen,
+                log=(FEATURED_LOG if featured else PLAIN_LOG).format(prefix=prefix),
+                headers=FEATURED_HEADERS if featured else "",
             )
         )
         self.process = subprocess.Popen(
@@ -124,6 +167,16 @@ class PlainNginx:
         self.stop()
         raise RuntimeError("plain nginx did not start")
 
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.listen}"
+
+    def worker_pids(self) -> list[int]:
+        children = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
+        ).stdout
+        return [int(pid) for pid in children.split()]
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
@@ -139,24 +192,28 @@ def tenants_bundle(count: int, origin: str, changed: int | None = None) -> dict[
     )
 
 
-def interleaved(plain: PlainNginx, edge: EdgeNode) -> dict[str, float]:
-    plain_rps, plain_p99, edge_rps, edge_p99 = [], [], [], []
+def interleaved(
+    plain: PlainNginx, featured: PlainNginx, edge: EdgeNode, path: str = PATH
+) -> dict[str, float]:
+    """Rounds of plain, plain_featured, edge; medians of each and of the per-round ratios."""
+    servers = {"plain": plain, "plain_featured": featured, "edge": edge}
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
+    for server in servers.values():  # warm: the first request is a MISS
+        httpx.get(f"{server.base_url}{path}", headers={"Host": HOST})
     for _ in range(ROUNDS):
-        rps, p99 = wrk(f"http://{plain.listen}{PATH}", HOST)
-        plain_rps.append(rps)
-        plain_p99.append(p99)
-        rps, p99 = wrk(f"{edge.base_url}{PATH}", HOST)
-        edge_rps.append(rps)
-        edge_p99.append(p99)
-    return {
-        "edge_rps_median": round(statistics.median(edge_rps)),
-        "plain_rps_median": round(statistics.median(plain_rps)),
-        "ratio_median": round(
-            statistics.median(e / p for e, p in zip(edge_rps, plain_rps, strict=True)), 3
-        ),
-        "edge_p99_ms_median": round(statistics.median(edge_p99), 3),
-        "plain_p99_ms_median": round(statistics.median(plain_p99), 3),
-    }
+        for name, server in servers.items():
+            runs[name].append(wrk(f"{server.base_url}{path}", HOST, server.worker_pids()[0]))
+    result: dict[str, float] = {}
+    for name, samples in runs.items():
+        result[f"{name}_rps_median"] = round(statistics.median(r for r, _, _ in samples))
+        result[f"{name}_p99_ms_median"] = round(statistics.median(p for _, p, _ in samples), 3)
+        result[f"{name}_cpu_us_per_request_median"] = round(
+            statistics.median(c for _, _, c in samples), 1
+        )
+    for baseline, key in (("plain", "ratio_median"), ("plain_featured", "ratio_featured_median")):
+        pairs = zip(runs["edge"], runs[baseline], strict=True)
+        result[key] = round(statistics.median(e[0] / b[0] for e, b in pairs), 3)
+    return result
 
 
 def _latency_ms(text: str) -> float:
@@ -219,6 +276,7 @@ def main() -> None:
     started = time.monotonic()
     result: dict[str, Any] = {
         "object_bytes": 1024,
+        "large_object_bytes": LARGE_BYTES,
         "rounds": ROUNDS,
         "wrk": {"threads": 1, "connections": WRK_CONNECTIONS, "seconds": WRK_SECONDS},
         "workers": 1,
@@ -228,7 +286,9 @@ def main() -> None:
         SampleOrigin("bench") as origin,
     ):
         origin.behave(PATH, cache_control="max-age=86400", size=1024)
+        origin.behave(LARGE_PATH, cache_control="max-age=86400", size=LARGE_BYTES)
         plain = PlainNginx(Path(tmp) / "plain", origin.address)
+        featured = PlainNginx(Path(tmp) / "featured", origin.address, featured=True)
         settings = NodeSettings(
             prefix=Path(tmp) / "edge",
             listen=f"127.0.0.1:{free_port()}",
@@ -237,6 +297,7 @@ def main() -> None:
             workers=1,
             config_dict_size="256m",
             admin_max_body="1024m",
+            access_log_buffer="64k",  # as the roles deploy it (openresty_access_log_buffer)
         )
         edge = EdgeNode(settings)
         try:
@@ -248,7 +309,8 @@ def main() -> None:
                 headers={"Authorization": f"Bearer {TOKEN}"},
             ).raise_for_status()
             httpx.get(f"{edge.base_url}{PATH}", headers={"Host": HOST})
-            result["hit_3_tenants"] = interleaved(plain, edge)
+            result["hit_3_tenants"] = interleaved(plain, featured, edge)
+            result["hit_3_tenants_100kib_object"] = interleaved(plain, featured, edge, LARGE_PATH)
             build_started = time.monotonic()
             big = bundle_json(tenants_bundle(100_000, origin.address))
             result["bundle_build_seconds"] = round(time.monotonic() - build_started, 2)
@@ -257,11 +319,16 @@ def main() -> None:
             one_changed = bundle_json(tenants_bundle(100_000, origin.address, changed=4242))
             result["apply_100k_one_changed"] = apply_under_load(edge, one_changed)
             httpx.get(f"{edge.base_url}{PATH}", headers={"Host": HOST})
-            result["hit_100k_tenants"] = interleaved(plain, edge)
+            result["hit_100k_tenants"] = interleaved(plain, featured, edge)
             result["purge_all_ms_median"] = purge_all_latency(edge)
         finally:
             edge.stop()
             plain.stop()
+            featured.stop()
+    result["edge_rps_100k_over_3_tenants"] = round(
+        result["hit_100k_tenants"]["edge_rps_median"] / result["hit_3_tenants"]["edge_rps_median"],
+        3,
+    )
     result["total_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, indent=2, sort_keys=True))
 
