@@ -150,3 +150,34 @@ def test_origin_hostname_resolved_by_dns_and_cached(make_node, make_origin):
         assert edge.get("n.test", "/1").status_code == 502
     finally:
         stub.stop()
+
+
+def test_https_origin_connections_are_pooled_per_tls_identity(tmp_path, make_node, make_origin):
+    ca_file, context = issue(tmp_path, "origin.tls.test")
+    origin = make_origin("tls", tls=context)
+    edge = make_node(
+        "edge",
+        workers=1,
+        trusted_ca=ca_file,
+        resolve={"origin.tls.test": "127.0.0.1", "other.tls.test": "127.0.0.1"},
+    )
+    bundle = make_bundle(
+        tenant("good", ["good.test"], f"origin.tls.test:{origin.port}", scheme="https"),
+        tenant(
+            "lax",
+            ["lax.test"],
+            f"other.tls.test:{origin.port}",
+            scheme="https",
+            tls_verify=False,
+        ),
+    )
+    assert edge.apply(bundle).status_code == 200
+    for n in range(3):
+        assert edge.get("good.test", f"/miss-{n}").status_code == 200
+    assert origin.sni_seen == ["origin.tls.test"]  # one handshake for three misses
+    # Another name on the same address never gets a connection verified for the first.
+    for n in range(2):
+        assert edge.get("lax.test", f"/miss-{n}").status_code == 200
+    assert origin.sni_seen == ["origin.tls.test", "other.tls.test", "other.tls.test"]
+    assert edge.get("good.test", "/miss-3").status_code == 200
+    assert origin.sni_seen.count("origin.tls.test") == 1

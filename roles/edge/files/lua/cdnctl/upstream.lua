@@ -8,6 +8,7 @@ local policy = require "cdnctl.policy"
 
 local ngx = ngx
 local var = ngx.var
+local state = ngx.shared.cdn_state
 local exec = ngx.exec
 local crc32 = ngx.crc32_long
 local sort = table.sort
@@ -60,6 +61,24 @@ local function set_peers(connect, read, peers)
     var.cdn_peers = connect .. " " .. read .. " " .. concat(peers, " ")
 end
 
+-- May HTTPS connections with this identity ("sni|verify") to these peers be pooled? Yes
+-- when every peer address is owned by the identity: the first identity to connect to an
+-- address owns it for as long as this node runs (cdn_state "tls:<ip:port>").
+local function tls_pool_owned(peers, identity)
+    for _, peer in ipairs(peers) do
+        local key = "tls:" .. peer
+        local owner = state:get(key)
+        if owner == nil then
+            local ok = state:add(key, identity)
+            owner = ok and identity or state:get(key)
+        end
+        if owner ~= identity then
+            return false
+        end
+    end
+    return true
+end
+
 local function to_origin(tenant)
     local o = tenant.origin
     local ips, err = dns.resolve(o.host)
@@ -72,7 +91,13 @@ local function to_origin(tenant)
         peers[i] = ip .. ":" .. o.port
     end
     set_peers(o.connect_timeout, o.read_timeout, peers)
-    var.cdn_up_target = o.scheme == "https" and "https://cdn_upstream_tls" or "http://cdn_upstream"
+    if o.scheme ~= "https" then
+        var.cdn_up_target = "http://cdn_upstream"
+    elseif tls_pool_owned(peers, o.host .. (o.tls_verify and "|verify" or "|noverify")) then
+        var.cdn_up_target = "https://cdn_upstream_tls_pooled"
+    else
+        var.cdn_up_target = "https://cdn_upstream_tls"
+    end
     var.cdn_up_host = o.host_header
     var.cdn_up_sni = o.host
     local auth = o.basic_auth
