@@ -143,9 +143,17 @@ def _results_table(title: str, results: list[EdgeResult], columns: dict[str, str
             else str((result.detail or {}).get(key, "-"))
             for key in columns.values()
         ]
-        status = "[green]ok[/]" if result.ok else f"[red]failed[/]: {result.error}"
+        status = "[green]ok[/]" if result.ok else "[red]failed[/]"
         table.add_row(result.edge.name, status, *cells, f"{result.seconds * 1000:.0f} ms")
     return table
+
+
+def _print_results(title: str, results: list[EdgeResult], columns: dict[str, str]) -> None:
+    """The per-edge table, then each failure's full reason (too long for a table cell)."""
+    out.print(_results_table(title, results, columns))
+    for result in results:
+        if not result.ok:
+            out.print(f"[red]{result.edge.name}[/]: {result.error}", highlight=False)
 
 
 def apply(
@@ -164,12 +172,16 @@ def apply(
     bundle, version = resolved_bundle(tenants, inventory, vault_password_file)
     commit = commit or source_commit(tenants)
     results = fan_out(targets, token, lambda client: client.push_bundle(bundle, commit))
-    out.print(
-        _results_table(
-            f"Apply {short(version)} ({len(bundle) / 1024:.0f} KiB)",
-            results,
-            {"Version": "version", "Previous": "previous", "Tenants": "tenants"},
-        )
+    _print_results(
+        f"Apply {short(version)} ({len(bundle) / 1024:.0f} KiB)",
+        results,
+        {
+            "Version": "version",
+            "Previous": "previous",
+            "Tenants": "tenants",
+            "Changed": "changed",
+            "Removed": "removed",
+        },
     )
     failed = [r for r in results if not r.ok]
     if failed:
@@ -201,7 +213,7 @@ def purge(
     request = {"tenant": tenant, **chosen}
     results = fan_out(targets, token, lambda client: client.purge(request))
     kind = next(iter(chosen))
-    out.print(_results_table(f"Purge {tenant} ({kind})", results, {"Purged": "purged"}))
+    _print_results(f"Purge {tenant} ({kind})", results, {"Purged": "purged"})
     failed = [r for r in results if not r.ok]
     if failed:
         raise _fail(f"{len(failed)} of {len(results)} edge(s) failed", EXIT_FAILED)

@@ -72,6 +72,10 @@ def test_apply_pushes_to_every_edge_with_secrets_resolved(lab, make_node):
     assert response.content == body_for("shop", "/index.html", 1024)
     seen = lab["origin"].seen[-1].headers
     assert seen["Authorization"].startswith("Basic ")  # resolved from the environment
+    again = cli("apply", *edge_args(one), *base_args(lab), "--commit", "c0ffee")
+    row = next(line for line in again.stdout.splitlines() if " ok " in line)
+    cells = [cell.strip() for cell in row.split("│")]
+    assert cells[-4:-2] == ["0", "0"]  # Changed, Removed: nothing to write again
 
 
 def test_apply_without_the_secret_changes_nothing(lab, make_node, monkeypatch):
