@@ -6,6 +6,7 @@ import base64
 import concurrent.futures
 import gzip
 import json
+import re
 import time
 
 import httpx
@@ -224,8 +225,13 @@ def test_origin_fetch_uses_basic_auth_host_header_and_base_path(edge, make_origi
     assert seen.headers["X-Request-ID"] == "rq-1"
     assert not [h for h in seen.headers if h.lower().startswith("x-cdnctl")]
     assert response.headers["X-Request-ID"] == "rq-1"
-    generated = edge.get("o.test", "/b.txt").headers["X-Request-ID"]
-    assert len(generated) == 32
+    # Generated: 128 random bits in hex, never twice (the edge runs two workers); a
+    # malformed client id is replaced.
+    ids = {edge.get("o.test", f"/id-{n}").headers["X-Request-ID"] for n in range(40)}
+    for malformed in ("a b", "x" * 129):
+        response = edge.get("o.test", "/b.txt", headers={"X-Request-ID": malformed})
+        ids.add(response.headers["X-Request-ID"])
+    assert len(ids) == 42 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
 
 
 def test_wrong_origin_credentials_are_not_cached(edge, make_origin):

@@ -49,6 +49,7 @@ function _M.init(settings_file)
     local store = require "cdnctl.store"
     -- Preload every module so workers share the master's compiled copies.
     require "cdnctl.router"
+    require "cdnctl.request_id"
     require "cdnctl.upstream"
     require "cdnctl.ttl"
     require "cdnctl.edge_headers"
@@ -67,6 +68,7 @@ end
 
 function _M.init_worker()
     randomseed(ngx.now() * 1000 + ngx.worker.pid())
+    require("cdnctl.request_id").reset()
     require("cdnctl.metrics").start_flusher()
     require("cdnctl.purge").start_index_saver()
 end

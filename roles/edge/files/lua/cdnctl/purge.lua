@@ -284,6 +284,9 @@ function _M.all(tenant)
         index:delete(ikey)
     end)
     state:incr("pg:" .. tenant.id, 1, 0)
+    -- Workers hold each tenant's generation with the tenant, for one config epoch
+    -- (store.lua): moving the epoch makes them read it again.
+    state:incr("gen", 1, 0)
     local ok, err = persist_generations()
     if not ok then
         return nil, err

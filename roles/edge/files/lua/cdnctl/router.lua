@@ -4,6 +4,7 @@ local policy = require "cdnctl.policy"
 local ratelimit = require "cdnctl.ratelimit"
 local respond = require "cdnctl.respond"
 local node = require "cdnctl.node"
+local request_id = require "cdnctl.request_id"
 
 local ngx = ngx
 local var = ngx.var
@@ -15,7 +16,6 @@ local get_uri_args = ngx.req.get_uri_args
 local get_method = ngx.req.get_method
 local exec = ngx.exec
 
-local state = ngx.shared.cdn_state
 
 local _M = {}
 
@@ -42,6 +42,7 @@ function _M.normalise_host(raw)
 end
 
 function _M.route()
+    var.cdn_request_id = request_id.of(var.http_x_request_id)
     local host = _M.normalise_host(var.http_host)
     -- Only letters, digits, "-" and "." can name a tenant ("*.x.test" or "a@b" never do).
     local tenant = not find(host, "[^%w%.%-]") and store.tenant_for_host(host)
@@ -66,7 +67,7 @@ function _M.route()
 
     local path = policy.normalise_path(var.uri)
     local query = var.args and policy.query(tenant, get_uri_args(100)) or ""
-    var.cdn_cache_key = policy.cache_key(id, state:get("pg:" .. id) or 0, path, query)
+    var.cdn_cache_key = policy.cache_key(id, tenant.purge_generation, path, query)
 
     local index, rule = policy.match_rule(tenant, path)
     if index then

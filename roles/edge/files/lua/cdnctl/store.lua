@@ -13,11 +13,10 @@
 -- that never leaves a host pointing at a missing tenant (tenants, then hosts, then
 -- removals); each key changes atomically, so while an apply writes, a request sees each
 -- tenant either as it was or as it will be. A failed write or persist rolls back every
--- write before it. The epoch (cdn_state "gen") moves last: each worker's lrucache of
+-- write before it. The epoch (cdn_state "gen") moves last: each worker's cache of
 -- prepared tenants is keyed by it, so no request decodes JSON on a warm cache and none
 -- sees a stale tenant after the apply.
 local cjson = require "cjson.safe"
-local lrucache = require "resty.lrucache"
 local node = require "cdnctl.node"
 local bundle = require "cdnctl.bundle"
 local fsutil = require "cdnctl.fsutil"
@@ -42,7 +41,17 @@ local dict = ngx.shared.cdn_config
 
 local _M = {}
 
-local lru = assert(lrucache.new(20000))
+-- This worker's prepared tenants and host lookups, valid for one epoch: plain tables, so a
+-- warm lookup builds no key string. Emptied when the epoch moves, and when CACHE_MAX
+-- entries pile up (a client making up Host headers cannot grow it without bound).
+local CACHE_MAX = 20000
+local cache_gen, cached_hosts, cached_tenants, cached = nil, {}, {}, 0
+
+local function cache_for(gen)
+    if gen ~= cache_gen or cached >= CACHE_MAX then
+        cache_gen, cached_hosts, cached_tenants, cached = gen, {}, {}, 0
+    end
+end
 
 local BUNDLE_FILE = "/bundle.json" -- the bundle exactly as applied
 local META_FILE = "/bundle.meta.json" -- commit and time of that apply
@@ -59,13 +68,15 @@ function _M.generation()
     return state:get("gen")
 end
 
+-- The prepared tenant (policy.prepare) with its cache generation (`purge_generation`, part
+-- of every cache key; a purge-all moves it and the epoch), or nil.
 function _M.tenant_by_id(id, gen)
     gen = gen or state:get("gen")
     if not gen or not id then
         return nil
     end
-    local ck = gen .. "#" .. id
-    local t = lru:get(ck)
+    cache_for(gen)
+    local t = cached_tenants[id]
     if t then
         return t
     end
@@ -74,7 +85,9 @@ function _M.tenant_by_id(id, gen)
         return nil
     end
     t = policy.prepare(cjson.decode(raw))
-    lru:set(ck, t)
+    t.purge_generation = state:get("pg:" .. id) or 0
+    cached_tenants[id] = t
+    cached = cached + 1
     return t
 end
 
@@ -84,8 +97,8 @@ function _M.tenant_for_host(host)
     if not gen then
         return nil
     end
-    local ck = gen .. "|" .. host
-    local t = lru:get(ck)
+    cache_for(gen)
+    local t = cached_hosts[host]
     if t ~= nil then
         return t or nil
     end
@@ -97,7 +110,8 @@ function _M.tenant_for_host(host)
         end
     end
     t = id and _M.tenant_by_id(id, gen) or false
-    lru:set(ck, t)
+    cached_hosts[host] = t
+    cached = cached + 1
     return t or nil
 end
 
