@@ -65,7 +65,6 @@ http {{
     scgi_temp_path {prefix}/tmp/scgi;
     keepalive_requests 10000;
     sendfile on;
-    tcp_nopush on;
     proxy_cache_path {prefix}/cache levels=1:2 keys_zone=plain:32m use_temp_path=off;
     upstream origin {{ server {origin}; keepalive 16; }}
     server {{
