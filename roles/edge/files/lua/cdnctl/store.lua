@@ -194,9 +194,10 @@ end
 
 -- What differs from the running config. A tenant whose text has the running fingerprint
 -- is unchanged and is neither copied nor decoded; every other one is decoded and checked.
--- Returns {present = {id: position}, changed = {id: decoded}, digests, fingerprints}.
+-- Returns {present = {id: position}, changed = {id: decoded}, texts = {id: text} of the
+-- changed ones, digests, fingerprints}.
 local function diff_tenants(parts, running, pace)
-    local present, changed, digests, fingerprints = {}, {}, {}, {}
+    local present, changed, texts, digests, fingerprints = {}, {}, {}, {}, {}
     local ids, decoded = parts.ids, parts.decoded
     local running_fingerprints, running_digests = running.fingerprints, running.digests
     for i = 1, parts.count do
@@ -210,16 +211,17 @@ local function diff_tenants(parts, running, pace)
         local old
         if running_fingerprints then
             old = running_fingerprints[id]
-        else
+        elseif running_digests[id] ~= nil then -- a tenant new to the node has none
             old = dict:get("f:" .. id)
         end
         if old == fingerprint and running_digests[id] ~= nil then
             digests[id] = running_digests[id]
         else
+            local text = parts.text(i)
             local t = decoded[i]
             if t == nil then
                 local err
-                t, err = cjson.decode(parts.text(i))
+                t, err = cjson.decode(text)
                 if t == nil then
                     return nil, "tenant " .. id .. ": invalid JSON: " .. tostring(err)
                 end
@@ -229,11 +231,12 @@ local function diff_tenants(parts, running, pace)
                 return nil, "tenant " .. id .. ": " .. terr
             end
             changed[id] = t
+            texts[id] = text
             digests[id] = t.digest or null
         end
         pace()
     end
-    return { present = present, changed = changed, digests = digests,
+    return { present = present, changed = changed, texts = texts, digests = digests,
         fingerprints = fingerprints }
 end
 
@@ -262,7 +265,7 @@ local function write_changes(parts, diff, running, meta, pace)
         -- A tenant new to this node has no previous value to restore on a rollback.
         local running_tenant = running.digests[id] ~= nil
         local key = "t:" .. id
-        ok, err = j.set(key, parts.text(diff.present[id]), running_tenant and dict:get(key))
+        ok, err = j.set(key, diff.texts[id], running_tenant and dict:get(key))
         if ok then
             key = "f:" .. id
             ok, err = j.set(key, diff.fingerprints[id], running_tenant and dict:get(key))
