@@ -65,11 +65,15 @@ def issue(tmp: Path, name: str) -> tuple[Path, ssl.SSLContext]:
     return ca_file, context
 
 
-def test_https_origin_with_sni_and_verification(tmp_path, make_node, make_origin):
+def tls_origin_and_edge(tmp_path, make_node, make_origin, workers: int = 2):
+    """An HTTPS origin with a certificate for origin.tls.test only, reachable as
+    origin.tls.test and other.tls.test, and an edge serving three tenants from it: good
+    (origin.tls.test), bad (other.tls.test, verified) and lax (other.tls.test, unverified)."""
     ca_file, context = issue(tmp_path, "origin.tls.test")
     origin = make_origin("tls", tls=context)
     edge = make_node(
         "edge",
+        workers=workers,
         trusted_ca=ca_file,
         resolve={"origin.tls.test": "127.0.0.1", "other.tls.test": "127.0.0.1"},
     )
@@ -85,6 +89,11 @@ def test_https_origin_with_sni_and_verification(tmp_path, make_node, make_origin
         ),
     )
     assert edge.apply(bundle).status_code == 200
+    return origin, edge
+
+
+def test_https_origin_with_sni_and_verification(tmp_path, make_node, make_origin):
+    origin, edge = tls_origin_and_edge(tmp_path, make_node, make_origin)
     response = edge.get("good.test", "/s")
     assert response.status_code == 200
     assert response.content == body_for("tls", "/s", 1024)
@@ -153,25 +162,7 @@ def test_origin_hostname_resolved_by_dns_and_cached(make_node, make_origin):
 
 
 def test_https_origin_connections_are_pooled_per_tls_identity(tmp_path, make_node, make_origin):
-    ca_file, context = issue(tmp_path, "origin.tls.test")
-    origin = make_origin("tls", tls=context)
-    edge = make_node(
-        "edge",
-        workers=1,
-        trusted_ca=ca_file,
-        resolve={"origin.tls.test": "127.0.0.1", "other.tls.test": "127.0.0.1"},
-    )
-    bundle = make_bundle(
-        tenant("good", ["good.test"], f"origin.tls.test:{origin.port}", scheme="https"),
-        tenant(
-            "lax",
-            ["lax.test"],
-            f"other.tls.test:{origin.port}",
-            scheme="https",
-            tls_verify=False,
-        ),
-    )
-    assert edge.apply(bundle).status_code == 200
+    origin, edge = tls_origin_and_edge(tmp_path, make_node, make_origin, workers=1)
     for n in range(3):
         assert edge.get("good.test", f"/miss-{n}").status_code == 200
     assert origin.sni_seen == ["origin.tls.test"]  # one handshake for three misses
