@@ -122,8 +122,7 @@ local INCOMPLETE = "pi_incomplete" -- cdn_state: set at init after an unsaved st
 -- Has the index missed objects of this tenant that can still be served? Only before the
 -- tenant's first purge-all after an unsaved stop (its generation then moves on).
 local function index_incomplete(id)
-    local since = state:get(INCOMPLETE)
-    return since ~= nil and (state:get("pi_gen:" .. id) or 0) == generation(id)
+    return state:get(INCOMPLETE) and (state:get("pi_gen:" .. id) or 0) == generation(id)
 end
 
 -- Deletes every indexed object of the tenant for which matches(path, tags) is true.
@@ -193,8 +192,7 @@ function _M.load_index(ran_before)
     local raw = node.read_file(node.settings.state_dir .. INDEX_FILE)
     local final = raw and sub(raw, 1, #INDEX_HEADER + 5) == INDEX_HEADER .. "final"
     if not final and (raw or ran_before) then
-        ngx.update_time()
-        state:set(INCOMPLETE, ngx.now())
+        state:set(INCOMPLETE, true)
         -- The generation each tenant had then: a later bump means a purge-all happened.
         for _, key in ipairs(state:get_keys(0)) do
             local id = match(key, "^pg:(.+)$")
