@@ -104,10 +104,16 @@ function _M.header_filter()
     header["Expires"] = nil
     header["X-Accel-Expires"] = nil
     if ttl > 0 then
+        -- Stored with the object and parsed again by nginx on every HIT: no zero windows.
         local cache = tenant.cache
-        header["Cache-Control"] = "max-age=" .. ttl
-            .. ", stale-while-revalidate=" .. cache.stale_while_revalidate
-            .. ", stale-if-error=" .. cache.stale_if_error
+        local cc = "max-age=" .. ttl
+        if cache.stale_while_revalidate > 0 then
+            cc = cc .. ", stale-while-revalidate=" .. cache.stale_while_revalidate
+        end
+        if cache.stale_if_error > 0 then
+            cc = cc .. ", stale-if-error=" .. cache.stale_if_error
+        end
+        header["Cache-Control"] = cc
         header["X-Cdnctl-Stored"] = ngx.time()
     else
         header["Cache-Control"] = "no-store"
