@@ -1,8 +1,9 @@
 """Data-plane benchmark: the cdnctl edge against plain nginx proxy_cache. Prints one JSON.
 
 Measured on loopback with wrk, interleaved rounds (plain, edge, plain, edge, ...), medians:
-- HIT req/s, p99 latency and worker CPU per request for the same 1 KiB object, edge with 3
-  tenants and 100k tenants (configured as the roles deploy it: access log buffered), as a
+- HIT req/s, p99 latency and worker CPU per request for the same 1 KiB object, an edge with 3
+  tenants and one with 100k tenants (configured as the roles deploy it: access log
+  buffered), all in one interleaved series (so edge 100k / edge 3 is paired too), as a
   ratio to plain nginx proxy_cache (same worker count, JSON access log, sendfile: the
   issue's baseline), and to "plain_featured": plain nginx that also does what the edge does
   without Lua (the edge's JSON log line, buffered; X-Request-ID and X-Cache-Status headers),
@@ -191,11 +192,14 @@ def tenants_bundle(count: int, origin: str, changed: int | None = None) -> dict[
     )
 
 
+Server = PlainNginx | EdgeNode
+
+
 def interleaved(
-    plain: PlainNginx, featured: PlainNginx, edge: EdgeNode, path: str = PATH
+    servers: dict[str, Server], ratios: dict[str, tuple[str, str]], path: str = PATH
 ) -> dict[str, float]:
-    """Rounds of plain, plain_featured, edge; medians of each and of the per-round ratios."""
-    servers = {"plain": plain, "plain_featured": featured, "edge": edge}
+    """Rounds of wrk against each server in turn; medians of each server's req/s, p99 and
+    worker CPU per request, and of the per-round req/s ratios {name: (numerator, baseline)}."""
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
     for server in servers.values():  # warm: the first request is a MISS
         httpx.get(f"{server.base_url}{path}", headers={"Host": HOST})
@@ -209,9 +213,9 @@ def interleaved(
         result[f"{name}_cpu_us_per_request_median"] = round(
             statistics.median(c for _, _, c in samples), 1
         )
-    for baseline, key in (("plain", "ratio_median"), ("plain_featured", "ratio_featured_median")):
-        pairs = zip(runs["edge"], runs[baseline], strict=True)
-        result[key] = round(statistics.median(e[0] / b[0] for e, b in pairs), 3)
+    for key, (numerator, baseline) in ratios.items():
+        pairs = zip(runs[numerator], runs[baseline], strict=True)
+        result[key] = round(statistics.median(n[0] / b[0] for n, b in pairs), 3)
     return result
 
 
@@ -288,46 +292,62 @@ def main() -> None:
         origin.behave(LARGE_PATH, cache_control="max-age=86400", size=LARGE_BYTES)
         plain = PlainNginx(Path(tmp) / "plain", origin.address)
         featured = PlainNginx(Path(tmp) / "featured", origin.address, featured=True)
-        settings = NodeSettings(
-            prefix=Path(tmp) / "edge",
-            listen=f"127.0.0.1:{free_port()}",
-            admin_listen=f"127.0.0.1:{free_port()}",
-            admin_token=TOKEN,
-            workers=1,
-            config_dict_size="256m",
-            admin_max_body="1024m",
-            access_log_buffer="64k",  # as the roles deploy it (openresty_access_log_buffer)
-        )
-        edge = EdgeNode(settings)
+        edges = {
+            size: EdgeNode(
+                NodeSettings(
+                    prefix=Path(tmp) / f"edge-{size}",
+                    listen=f"127.0.0.1:{free_port()}",
+                    admin_listen=f"127.0.0.1:{free_port()}",
+                    admin_token=TOKEN,
+                    workers=1,
+                    config_dict_size="256m",
+                    admin_max_body="1024m",
+                    access_log_buffer="64k",  # as the roles deploy it
+                )
+            )
+            for size in ("3", "100k")
+        }
         try:
-            edge.start()
-            small = bundle_json(tenants_bundle(3, origin.address))
-            httpx.post(
-                f"{edge.admin_url}/config",
-                content=small,
-                headers={"Authorization": f"Bearer {TOKEN}"},
-            ).raise_for_status()
-            httpx.get(f"{edge.base_url}{PATH}", headers={"Host": HOST})
-            result["hit_3_tenants"] = interleaved(plain, featured, edge)
-            result["hit_3_tenants_100kib_object"] = interleaved(plain, featured, edge, LARGE_PATH)
+            for edge in edges.values():
+                edge.start()
+                httpx.post(
+                    f"{edge.admin_url}/config",
+                    content=bundle_json(tenants_bundle(3, origin.address)),
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                ).raise_for_status()
+            big_edge = edges["100k"]
             build_started = time.monotonic()
             big = bundle_json(tenants_bundle(100_000, origin.address))
             result["bundle_build_seconds"] = round(time.monotonic() - build_started, 2)
-            result["apply_100k"] = apply_under_load(edge, big)
+            result["apply_100k"] = apply_under_load(big_edge, big)
             # The common case: a commit changes one tenant of a 100k-tenant fleet.
             one_changed = bundle_json(tenants_bundle(100_000, origin.address, changed=4242))
-            result["apply_100k_one_changed"] = apply_under_load(edge, one_changed)
-            httpx.get(f"{edge.base_url}{PATH}", headers={"Host": HOST})
-            result["hit_100k_tenants"] = interleaved(plain, featured, edge)
-            result["purge_all_ms_median"] = purge_all_latency(edge)
+            result["apply_100k_one_changed"] = apply_under_load(big_edge, one_changed)
+            # One interleaved series for all four, so the 100k/3-tenant ratio is paired too.
+            result["hit"] = interleaved(
+                {"plain": plain, "plain_featured": featured, "edge": edges["3"],
+                 "edge_100k_tenants": big_edge},
+                {
+                    "ratio_median": ("edge", "plain"),
+                    "ratio_featured_median": ("edge", "plain_featured"),
+                    "ratio_100k_tenants_median": ("edge_100k_tenants", "plain"),
+                    "ratio_100k_over_3_tenants_median": ("edge_100k_tenants", "edge"),
+                },
+            )  # fmt: skip
+            result["hit_100kib_object"] = interleaved(
+                {"plain": plain, "plain_featured": featured, "edge": edges["3"]},
+                {
+                    "ratio_median": ("edge", "plain"),
+                    "ratio_featured_median": ("edge", "plain_featured"),
+                },
+                LARGE_PATH,
+            )
+            result["purge_all_ms_median"] = purge_all_latency(big_edge)
         finally:
-            edge.stop()
+            for edge in edges.values():
+                edge.stop()
             plain.stop()
             featured.stop()
-    result["edge_rps_100k_over_3_tenants"] = round(
-        result["hit_100k_tenants"]["edge_rps_median"] / result["hit_3_tenants"]["edge_rps_median"],
-        3,
-    )
     result["total_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, indent=2, sort_keys=True))
 
