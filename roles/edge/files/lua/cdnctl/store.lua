@@ -64,10 +64,6 @@ local function or_null(v)
     return v
 end
 
-function _M.generation()
-    return state:get("gen")
-end
-
 -- The prepared tenant (policy.prepare) with its cache generation (`purge_generation`, part
 -- of every cache key; a purge-all moves it and the epoch), or nil.
 function _M.tenant_by_id(id, gen)
