@@ -13,6 +13,7 @@ local sort = table.sort
 local format = string.format
 local match = string.match
 local gsub = string.gsub
+local collectgarbage = collectgarbage
 
 local dict = ngx.shared.cdn_metrics
 
@@ -52,6 +53,11 @@ local function incr(key, value)
 end
 
 function _M.flush()
+    -- This worker's Lua heap, a gauge: what the config and caches cost each worker.
+    local worker = ngx.worker.id()
+    if worker then
+        dict:set("m" .. SEP .. worker, collectgarbage("count") * 1024)
+    end
     if not dirty then
         return
     end
@@ -133,7 +139,7 @@ end
 function _M.render(config_meta)
     _M.flush()
     local requests, bytes, hist_tenants = {}, {}, {}
-    local buckets, counts, sums = {}, {}, {}
+    local buckets, counts, sums, memory = {}, {}, {}, {}
     for _, key in ipairs(dict:get_keys(0)) do
         local value = dict:get(key)
         if value then
@@ -155,6 +161,9 @@ function _M.render(config_meta)
                 hist_tenants[rest] = true
             elseif kind == "hs" then
                 sums[rest] = value
+            elseif kind == "m" then
+                insert(memory, format("cdn_lua_memory_bytes{worker=\"%s\"} %s", label(rest),
+                    fmt(floor(value))))
             end
         end
     end
@@ -191,6 +200,12 @@ function _M.render(config_meta)
         insert(out, format("cdn_origin_response_seconds_sum{tenant=\"%s\"} %s", l,
             fmt(sums[tenant] or 0)))
         insert(out, format("cdn_origin_response_seconds_count{tenant=\"%s\"} %s", l, fmt(count)))
+    end
+    sort(memory)
+    insert(out, "# HELP cdn_lua_memory_bytes Lua heap of each nginx worker, updated every second.")
+    insert(out, "# TYPE cdn_lua_memory_bytes gauge")
+    for _, line in ipairs(memory) do
+        insert(out, line)
     end
     insert(out, "# HELP cdn_config_info The running bundle version.")
     insert(out, "# TYPE cdn_config_info gauge")
