@@ -98,6 +98,18 @@ def test_path_tricks_are_normalised_before_the_cache_key(two_tenants):
     assert origin_a.count("/img/p.png") == 1
 
 
+def test_paths_outside_the_safe_set_are_escaped_in_the_key_and_the_fetch(two_tenants):
+    """nginx decodes %XX in the path: the key (and the origin request) escape it again, the
+    same however the client spelled it."""
+    edge, origin_a, _ = two_tenants
+    assert edge.get("cdn.a.test", "/a%20b/%C3%A9.txt").headers["X-Cache-Status"] == "MISS"
+    for spelled in ("/a%20b/%c3%a9.txt", "/a%20b/%C3%A9%2Etxt", "/x/../a%20b/%C3%A9.txt"):
+        assert edge.get("cdn.a.test", spelled).headers["X-Cache-Status"] == "HIT", spelled
+    assert origin_a.count("/a%20b/%C3%A9.txt") == 1
+    assert edge.get("cdn.a.test", "/a-b/~e.txt").headers["X-Cache-Status"] == "MISS"
+    assert origin_a.count("/a-b/~e.txt") == 1
+
+
 def test_query_string_policies(edge, make_origin):
     origin = make_origin("q")
     bundle = make_bundle(

@@ -44,8 +44,7 @@ end
 function _M.route()
     var.cdn_request_id = request_id.of(var.http_x_request_id)
     local host = _M.normalise_host(var.http_host)
-    -- Only letters, digits, "-" and "." can name a tenant ("*.x.test" or "a@b" never do).
-    local tenant = not find(host, "[^%w%.%-]") and store.tenant_for_host(host)
+    local tenant = store.tenant_for_host(host)
     if not tenant then
         return respond.json(404, { error = "unknown host", host = host })
     end

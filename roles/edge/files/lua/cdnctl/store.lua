@@ -99,7 +99,13 @@ function _M.tenant_for_host(host)
     if t ~= nil then
         return t or nil
     end
-    local id = dict:get("h:" .. host)
+    -- Only letters, digits, "-" and "." can name a tenant ("*.x.test" or "a@b" never do).
+    local id = not find(host, "[^%w%.%-]") and dict:get("h:" .. host)
+    if id == false then
+        cached_hosts[host] = false
+        cached = cached + 1
+        return nil
+    end
     if not id then
         local dot = find(host, ".", 1, true)
         if dot then
