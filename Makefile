@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.installed
 # Debian packages the tests, the lab and the benchmarks run for real (nothing mocked).
 DEB_PACKAGES := git nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson \
                 libnginx-mod-http-brotli-filter libnginx-mod-http-brotli-static wrk \
-                podman runc debootstrap
+                podman runc debootstrap valgrind
 
 .PHONY: help setup deb-packages test lint unit image molecule lab bench clean
 
@@ -62,6 +62,7 @@ lab: setup  ## Bring up the local CDN
 bench: setup  ## Run the benchmarks (print JSON)
 	$(BIN)/python bench/tenant_scale.py
 	$(BIN)/python bench/dataplane.py
+	$(BIN)/python bench/hit_instructions.py
 
 clean:  ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .cdnctl-cache

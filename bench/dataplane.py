@@ -7,7 +7,9 @@ Measured on loopback with wrk, interleaved rounds (plain, edge, plain, edge, ...
   ratio to plain nginx proxy_cache (same worker count, JSON access log, sendfile: the
   issue's baseline), and to "plain_featured": plain nginx that also does what the edge does
   without Lua (the edge's JSON log line, buffered; X-Request-ID and X-Cache-Status headers),
-  which isolates the cost of the Lua (tenant routing, metrics, Age);
+  which isolates the cost of the Lua (tenant routing, metrics, Age), and to "lua_floor":
+  plain_featured with three empty ngx_lua handlers (rewrite, header filter, log), the cost
+  of entering the phases the edge's Lua runs in before any of it runs;
 - time to apply a 100k-tenant bundle to a running edge (from 3 tenants: every tenant is new),
   then a 100k-tenant bundle in which one tenant changed, each with a concurrent client
   counting failed requests, and whether nginx master/worker PIDs stayed the same (0 reloads);
@@ -39,7 +41,7 @@ from tests.dataplane.bundles import make_bundle, tenant  # noqa: E402
 from cdnctl.bundle import bundle_json  # noqa: E402
 from cdnctl.edge_client import AdminClient, Edge  # noqa: E402
 from cdnctl.edge_runtime import NGINX_BINARY, EdgeNode, free_port  # noqa: E402
-from cdnctl.nginx_conf import NodeSettings  # noqa: E402
+from cdnctl.nginx_conf import MODULES_DIR, NodeSettings  # noqa: E402
 from cdnctl.sample_origin import SampleOrigin  # noqa: E402
 
 ROUNDS = 5
@@ -53,6 +55,7 @@ LARGE_BYTES = 100 * 1024
 
 PLAIN_CONF = """
 {user}
+{modules}
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -105,6 +108,32 @@ FEATURED_LOG = """
 FEATURED_HEADERS = """
             add_header X-Cache-Status $upstream_cache_status always;
             add_header X-Request-ID $req_id always;"""
+# "lua_floor": plain_featured plus the three ngx_lua handlers the edge has, empty: what
+# entering the rewrite, header filter and log phases costs before any of our code runs.
+LUA_MODULES = """
+load_module {modules_dir}/ndk_http_module.so;
+load_module {modules_dir}/ngx_http_lua_module.so;"""
+EMPTY_LUA_HANDLERS = """
+            rewrite_by_lua_block { }
+            header_filter_by_lua_block { }
+            log_by_lua_block { }"""
+
+
+def plain_conf(prefix: Path, origin: str, listen: str, variant: str = "plain") -> str:
+    """nginx.conf of a plain server: "plain", "plain_featured" or "lua_floor"."""
+    featured = variant in ("plain_featured", "lua_floor")
+    floor = variant == "lua_floor"
+    return PLAIN_CONF.format(
+        # Same rule as EdgeNode: a private instance's workers run as the invoking user.
+        user="user root root;" if os.geteuid() == 0 else "",
+        modules=LUA_MODULES.format(modules_dir=MODULES_DIR) if floor else "",
+        prefix=prefix,
+        origin=origin,
+        listen=listen,
+        log=(FEATURED_LOG if featured else PLAIN_LOG).format(prefix=prefix),
+        headers=(FEATURED_HEADERS if featured else "") + (EMPTY_LUA_HANDLERS if floor else ""),
+    )
+
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -135,23 +164,13 @@ def wrk(url: str, host: str, worker: int | None = None) -> tuple[float, float, f
 
 
 class PlainNginx:
-    """nginx proxy_cache without Lua; `featured`: with the edge's log line and headers."""
+    """nginx proxy_cache without our Lua (see plain_conf for the variants)."""
 
-    def __init__(self, prefix: Path, origin: str, *, featured: bool = False) -> None:
+    def __init__(self, prefix: Path, origin: str, variant: str = "plain") -> None:
         self.prefix = prefix
         self.listen = f"127.0.0.1:{free_port()}"
         (prefix / "tmp").mkdir(parents=True)
-        (prefix / "nginx.conf").write_text(
-            PLAIN_CONF.format(
-                # Same rule as EdgeNode: a private instance's workers run as the invoking user.
-                user="user root root;" if os.geteuid() == 0 else "",
-                prefix=prefix,
-                origin=origin,
-                listen=self.listen,
-                log=(FEATURED_LOG if featured else PLAIN_LOG).format(prefix=prefix),
-                headers=FEATURED_HEADERS if featured else "",
-            )
-        )
+        (prefix / "nginx.conf").write_text(plain_conf(prefix, origin, self.listen, variant))
         self.process = subprocess.Popen(
             [NGINX_BINARY, "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"],
             stdout=subprocess.DEVNULL,
@@ -291,7 +310,8 @@ def main() -> None:
         origin.behave(PATH, cache_control="max-age=86400", size=1024)
         origin.behave(LARGE_PATH, cache_control="max-age=86400", size=LARGE_BYTES)
         plain = PlainNginx(Path(tmp) / "plain", origin.address)
-        featured = PlainNginx(Path(tmp) / "featured", origin.address, featured=True)
+        featured = PlainNginx(Path(tmp) / "featured", origin.address, "plain_featured")
+        floor = PlainNginx(Path(tmp) / "floor", origin.address, "lua_floor")
         edges = {
             size: EdgeNode(
                 NodeSettings(
@@ -325,11 +345,13 @@ def main() -> None:
             result["apply_100k_one_changed"] = apply_under_load(big_edge, one_changed)
             # One interleaved series for all four, so the 100k/3-tenant ratio is paired too.
             result["hit"] = interleaved(
-                {"plain": plain, "plain_featured": featured, "edge": edges["3"],
-                 "edge_100k_tenants": big_edge},
+                {"plain": plain, "plain_featured": featured, "lua_floor": floor,
+                 "edge": edges["3"], "edge_100k_tenants": big_edge},
                 {
                     "ratio_median": ("edge", "plain"),
                     "ratio_featured_median": ("edge", "plain_featured"),
+                    "ratio_lua_floor_median": ("edge", "lua_floor"),
+                    "lua_floor_over_featured_median": ("lua_floor", "plain_featured"),
                     "ratio_100k_tenants_median": ("edge_100k_tenants", "plain"),
                     "ratio_100k_over_3_tenants_median": ("edge_100k_tenants", "edge"),
                 },
@@ -348,6 +370,7 @@ def main() -> None:
                 edge.stop()
             plain.stop()
             featured.stop()
+            floor.stop()
     result["total_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, indent=2, sort_keys=True))
 
