@@ -44,7 +44,7 @@ from cdnctl.edge_runtime import NGINX_BINARY, EdgeNode, free_port  # noqa: E402
 from cdnctl.nginx_conf import MODULES_DIR, NodeSettings  # noqa: E402
 from cdnctl.sample_origin import SampleOrigin  # noqa: E402
 
-ROUNDS = 5
+ROUNDS = 7
 WRK_SECONDS = 3
 WRK_CONNECTIONS = 32
 TOKEN = "bench-token"

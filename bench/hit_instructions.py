@@ -15,7 +15,10 @@ user-space work goes:
 - lua_floor: plain_featured plus three empty ngx_lua handlers (rewrite, header filter, log),
   the cost of entering the phases the edge's Lua runs in;
 - edge: the cdnctl edge with 3 tenants, with the inclusive cost of each of its ngx_lua
-  handlers (what our Lua and the variables it reads cost, above the floor).
+  handlers (what our Lua and the variables it reads cost, above the floor);
+- edge_100k_tenants: the same with 100k tenants applied (a few minutes under valgrind).
+Also simulated cache misses per request (valgrind's model of this CPU's caches): a bigger
+working set per request shows there without timing noise.
 """
 
 from __future__ import annotations
@@ -81,7 +84,8 @@ def count(prefix: Path, conf: str, listen: str, ready_url: str, bundle: bytes | 
     """Ir per HIT of the nginx in `prefix` (and, for an edge, per ngx_lua phase handler)."""
     out = prefix / "callgrind.out"
     process = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--smc-check=all", f"--callgrind-out-file={out}",
+        ["valgrind", "--tool=callgrind", "--smc-check=all", "--cache-sim=yes",
+         f"--callgrind-out-file={out}",
          NGINX_BINARY, "-p", str(prefix), "-c", conf, "-g", "daemon off; master_process off;"],
         stdout=subprocess.DEVNULL, stderr=(prefix / "valgrind.log").open("w"),
     )  # fmt: skip
@@ -104,10 +108,21 @@ def count(prefix: Path, conf: str, listen: str, ready_url: str, bundle: bytes | 
             subprocess.run(["callgrind_control", "--dump", str(process.pid)], check=True,
                            capture_output=True)  # fmt: skip
         dump = max(prefix.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
-        totals = re.search(r"^(?:summary|totals):\s+(\d+)", dump.read_text(), re.M)
-        if not totals:
-            raise RuntimeError(f"{dump}: no totals")
-        result: dict[str, Any] = {"ir_per_request": round(int(totals.group(1)) / REQUESTS)}
+        text = dump.read_text()
+        events = re.search(r"^events:\s+(.+)$", text, re.M)
+        totals = re.search(r"^(?:summary|totals):\s+([\d ]+)$", text, re.M)
+        if not (events and totals):
+            raise RuntimeError(f"{dump}: no events or totals")
+        total = dict(zip(events.group(1).split(), map(int, totals.group(1).split()), strict=False))
+        result: dict[str, Any] = {
+            "ir_per_request": round(total["Ir"] / REQUESTS),
+            # Simulated first-level data and last-level cache misses (valgrind's model of
+            # this CPU's caches): where a bigger working set shows without timing noise.
+            "d1_misses_per_request": round((total["D1mr"] + total["D1mw"]) / REQUESTS, 1),
+            "ll_misses_per_request": round(
+                (total["ILmr"] + total["DLmr"] + total["DLmw"]) / REQUESTS, 1
+            ),
+        }
         if bundle is not None:
             costs = inclusive_costs(dump)
             result["ir_per_request_by_lua_phase"] = {
@@ -133,26 +148,34 @@ def main() -> None:
             listen = f"127.0.0.1:{free_port()}"
             (prefix / "nginx.conf").write_text(plain_conf(prefix, origin.address, listen, variant))
             result[variant] = count(prefix, "nginx.conf", listen, f"http://{listen}/")
-        settings = NodeSettings(
-            prefix=Path(tmp) / "edge",
-            listen=f"127.0.0.1:{free_port()}",
-            admin_listen=f"127.0.0.1:{free_port()}",
-            admin_token=TOKEN,
-            workers=1,
-            access_log_buffer="64k",  # as the roles deploy it
-        )
-        write_instance(settings)
-        result["edge"] = count(
-            settings.prefix, "conf/nginx.conf", settings.listen,
-            f"http://{settings.admin_listen}/health",
-            bundle_json(tenants_bundle(3, origin.address)), settings.admin_listen,
-        )  # fmt: skip
+        for name, tenants in (("edge", 3), ("edge_100k_tenants", 100_000)):
+            settings = NodeSettings(
+                prefix=Path(tmp) / name,
+                listen=f"127.0.0.1:{free_port()}",
+                admin_listen=f"127.0.0.1:{free_port()}",
+                admin_token=TOKEN,
+                workers=1,
+                config_dict_size="256m",
+                admin_max_body="1024m",
+                access_log_buffer="64k",  # as the roles deploy it
+            )
+            write_instance(settings)
+            result[name] = count(
+                settings.prefix, "conf/nginx.conf", settings.listen,
+                f"http://{settings.admin_listen}/health",
+                bundle_json(tenants_bundle(tenants, origin.address)), settings.admin_listen,
+            )  # fmt: skip
     ir = {name: result[name]["ir_per_request"] for name in ("plain", "plain_featured", "lua_floor")}
     edge = result["edge"]["ir_per_request"]
     result["edge_over_plain"] = round(edge / ir["plain"], 3)
     result["edge_over_plain_featured"] = round(edge / ir["plain_featured"], 3)
     result["lua_floor_over_plain_featured"] = round(ir["lua_floor"] / ir["plain_featured"], 3)
     result["edge_lua_above_floor_ir"] = edge - ir["lua_floor"]
+    big = result["edge_100k_tenants"]
+    result["edge_100k_over_3_tenants_ir"] = round(big["ir_per_request"] / edge, 3)
+    result["edge_100k_over_3_tenants_ll_misses"] = round(
+        big["ll_misses_per_request"] / max(result["edge"]["ll_misses_per_request"], 0.1), 3
+    )
     result["total_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, indent=2, sort_keys=True))
 
