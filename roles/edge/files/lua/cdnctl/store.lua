@@ -1,10 +1,11 @@
 -- Running config: one shared dict, changed tenant by tenant, and an epoch.
 --
--- Keys of cdn_config: "t:<id>" -> the tenant's JSON text, "f:<id>" -> its SHA-256 (raw
--- bytes, the fingerprint that tells a changed tenant), "h:<host>" / "w:<domain>" ->
+-- Keys of cdn_config: "t:<id>" -> the tenant's JSON text, "h:<host>" / "w:<domain>" ->
 -- tenant id, "index" -> the running bundle without its tenants (format, version, hosts,
--- wildcards), "digests" -> {version, tenants: {id: digest}}, "meta" -> {version, content,
--- commit, applied_at, tenants}.
+-- wildcards), "digests" -> {version, tenants: {id: digest}}, "applied" -> every running
+-- tenant's fingerprint (the SHA-256 of its text, which tells a changed tenant) and digest,
+-- packed in one string (see pack_applied), "meta" -> {version, content, commit,
+-- applied_at, tenants}. ("f:<id>" held one fingerprint each before "applied" existed.)
 --
 -- An apply validates the whole bundle before it writes anything, but decodes only the
 -- tenants whose text differs from the running one (by fingerprint: a rotated secret
@@ -185,15 +186,14 @@ local function fail(j, err)
     return nil, err
 end
 
--- The fingerprints and digests of what this worker last applied, while it is still what
--- runs: saves reading 100k "f:" keys back when the next apply lands here. Kept as one
--- string (per tenant: 32 raw bytes, id, space, digest, newline), not as tables: tables
--- would hold hundreds of thousands of live strings, and LuaJIT's string table grows with
--- them (it shrinks by half per GC cycle, and only once they are gone), so every string a
--- request makes would cost a cache miss in a table of megabytes (measured: an edge with
--- 100k tenants served HITs at 0.88 of one with 3; with the packed string, on a par).
-local last_applied -- {gen =, packed =}
-
+-- The fingerprints and digests of the running tenants, as one string (per tenant: 32 raw
+-- bytes, id, space, digest, newline) rather than one key each: an apply reads them back
+-- with one dict:get whichever worker it lands on, and writes one key instead of one per
+-- tenant. Unpacked only during an apply: kept as tables, they would hold hundreds of
+-- thousands of live strings, and LuaJIT's string table grows with them (it shrinks by half
+-- per GC cycle, and only once they are gone), so every string a request makes would cost a
+-- cache miss in a table of megabytes (an edge with 100k tenants served HITs at 0.88-0.93
+-- of one with 3 while a worker kept such tables).
 local function pack_applied(fingerprints, digests)
     local out, n = {}, 0
     for id, fingerprint in pairs(fingerprints) do
@@ -244,8 +244,9 @@ local function running_state(parts)
         end
     end
     local index_of = { hosts = index.hosts, wildcards = index.wildcards }
-    if last_applied and last_applied.gen == state:get("gen") then
-        local fingerprints, digests = unpack_applied(last_applied.packed)
+    local packed = dict:get("applied")
+    if packed then
+        local fingerprints, digests = unpack_applied(packed)
         return { index = index_of, digests = digests, fingerprints = fingerprints }
     end
     local digests = cjson.decode(dict:get("digests") or "null")
@@ -322,10 +323,6 @@ local function write_changes(parts, diff, running, meta, pace)
         local running_tenant = running.digests[id] ~= nil
         local key = "t:" .. id
         ok, err = journal_set(j, key, diff.texts[id], running_tenant and dict:get(key))
-        if ok then
-            key = "f:" .. id
-            ok, err = journal_set(j, key, diff.fingerprints[id], running_tenant and dict:get(key))
-        end
         if not ok then
             return fail(j, err)
         end
@@ -354,11 +351,16 @@ local function write_changes(parts, diff, running, meta, pace)
         if not diff.present[id] then
             j.removed[#j.removed + 1] = id
             j.stale[#j.stale + 1] = "t:" .. id
+        end
+    end
+    if not running.fingerprints then -- a dict written before "applied": its "f:" keys go
+        for id in pairs(running.digests) do
             j.stale[#j.stale + 1] = "f:" .. id
         end
     end
     local digests = cjson.encode({ version = meta.version, tenants = diff.digests })
     for key, value in pairs({ index = parts.skeleton_text, digests = digests,
+        applied = pack_applied(diff.fingerprints, diff.digests),
         meta = cjson.encode(meta) })
     do
         ok, err = journal_set(j, key, value, dict:get(key) or false)
@@ -414,9 +416,7 @@ local function apply_now(raw, meta, from_disk, body_file)
     for _, key in ipairs(j.stale) do
         dict:delete(key)
     end
-    last_applied = nil -- its strings are garbage before the next allocation
-    last_applied = { gen = state:incr("gen", 1, 0),
-        packed = pack_applied(diff.fingerprints, diff.digests) }
+    state:incr("gen", 1, 0)
     -- A removed tenant's cache is purged, so a tenant added back later starts empty.
     local purged, perr = purge.forget(j.removed)
     if not purged then
