@@ -118,3 +118,26 @@ def test_removing_a_tenant_purges_its_cache(edge, make_origin):
     assert edge.apply(with_gone).status_code == 200  # the tenant comes back: starts empty
     assert edge.get("gone.test", "/obj").headers["X-Cache-Status"] == "MISS"
     assert origin.count("/obj") == 2
+
+
+def test_a_full_index_evicts_nothing_and_prefix_purges_then_purge_everything(
+    make_node, make_origin
+):
+    """An index entry evicted to make room would be an object a prefix or tag purge cannot
+    find, served after the purge: a full index keeps its entries and marks the tenant."""
+    node = make_node(workers=1, purge_dict_size="64k")
+    origin = make_origin("a")
+    assert node.apply(make_bundle(tenant("a", ["a.test"], origin.address))).status_code == 200
+    paths = [f"/f/{n}" for n in range(600)]  # far more entries than 64k holds
+    for path in paths:
+        assert node.get("a.test", path).headers["X-Cache-Status"] == "MISS"
+    answer = node.purge({"tenant": "a", "prefix": "/f/"}).json()
+    assert "purge index was full" in answer["note"]
+    assert {node.get("a.test", p).headers["X-Cache-Status"] for p in paths[::50]} == {"MISS"}
+    # The purge-all moved the tenant's generation: its index is whole again.
+    node.get("a.test", "/g/1")
+    assert node.purge({"tenant": "a", "prefix": "/g/"}).json() == {
+        "tenant": "a",
+        "kind": "prefix",
+        "purged": 1,
+    }

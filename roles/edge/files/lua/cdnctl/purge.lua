@@ -7,7 +7,8 @@
 -- INDEX_SAVE_EVERY seconds and when it exits gracefully, and init loads it. After a stop
 -- that did not save it (a crash, a fast shutdown), objects stored since the last save are
 -- not indexed: until a tenant's next purge-all, its prefix and tag purges purge all of it
--- (a generation bump) rather than risk serving something a customer purged.
+-- (a generation bump) rather than risk serving something a customer purged. The same holds
+-- for a tenant whose objects could not be indexed because the index was full.
 local policy = require "cdnctl.policy"
 local fsutil = require "cdnctl.fsutil"
 local node = require "cdnctl.node"
@@ -66,8 +67,12 @@ local function generation(id)
     return state:get("pg:" .. id) or 0
 end
 
+local FULL = "pi_full:" -- cdn_state: FULL .. id -> the tenant's generation when an entry failed
+
 -- Log phase: remember a stored key with its tags (Surrogate-Key / Cache-Tag) until it can
--- no longer be served.
+-- no longer be served. A full index evicts nothing (an evicted entry would be an object
+-- that prefix and tag purges cannot find): the tenant is marked instead, and until its
+-- next purge-all its prefix and tag purges purge all of it.
 function _M.remember(id, key, tags, keep_seconds)
     local value = " "
     if tags then
@@ -75,7 +80,15 @@ function _M.remember(id, key, tags, keep_seconds)
             value = value .. tag .. " "
         end
     end
-    index:set(id .. SEP .. key, value, keep_seconds)
+    local ok, err = index:safe_set(id .. SEP .. key, value, keep_seconds)
+    if not ok then
+        local gen = generation(id)
+        if state:get(FULL .. id) ~= gen then
+            state:set(FULL .. id, gen)
+            ngx.log(ngx.WARN, "cdnctl: purge index: ", err, " (raise the purge dict size); ",
+                "tenant ", id, ": prefix and tag purges purge all of it until its next purge-all")
+        end
+    end
 end
 
 local function key_for_url(tenant, url)
@@ -119,19 +132,28 @@ end
 
 local INCOMPLETE = "pi_incomplete" -- cdn_state: set at init after an unsaved stop
 
--- Has the index missed objects of this tenant that can still be served? Only before the
--- tenant's first purge-all after an unsaved stop (its generation then moves on).
+-- Why the index may miss objects of this tenant that can still be served, or nil: it was
+-- full when one was stored, or the node stopped without saving it. Both hold until the
+-- tenant's next purge-all (its generation then moves on).
 local function index_incomplete(id)
-    return state:get(INCOMPLETE) and (state:get("pi_gen:" .. id) or 0) == generation(id)
+    local gen = generation(id)
+    if state:get(FULL .. id) == gen then
+        return "the purge index was full when objects of this tenant were stored (raise "
+            .. "the purge dict size)"
+    end
+    if state:get(INCOMPLETE) and (state:get("pi_gen:" .. id) or 0) == gen then
+        return "the purge index may miss objects stored before an unclean restart"
+    end
+    return nil
 end
 
 -- Deletes every indexed object of the tenant for which matches(path, tags) is true.
 -- Returns the count, and a note when the index could not be trusted (see above).
 local function purge_indexed(tenant, matches)
-    if index_incomplete(tenant.id) then
+    local why = index_incomplete(tenant.id)
+    if why then
         local purged, err = _M.all(tenant)
-        return purged, err, "the purge index may miss objects stored before an unclean "
-            .. "restart: purged everything of this tenant"
+        return purged, err, why .. ": purged everything of this tenant"
     end
     local purged = 0
     each_indexed(tenant.id, function(ikey, key, tags, path)
@@ -170,6 +192,15 @@ local INDEX_SAVE_EVERY = 30
 function _M.save_index(final)
     ngx.update_time()
     local now = ngx.now()
+    -- A tenant marked by a full index has objects no saved index lists: after a restart,
+    -- treat the index as not whole (as after a crash) rather than forget the mark.
+    for _, key in ipairs(state:get_keys(0)) do
+        local id = match(key, "^pi_full:(.+)$")
+        if id and state:get(key) == generation(id) then
+            final = false
+            break
+        end
+    end
     local lines = { INDEX_HEADER .. (final and "final" or "periodic") }
     for _, ikey in ipairs(index:get_keys(0)) do
         local value = index:get(ikey)
