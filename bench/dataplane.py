@@ -201,6 +201,20 @@ class PlainNginx:
         self.process.wait(10)
 
 
+def edge_settings(prefix: Path) -> NodeSettings:
+    """A one-worker edge sized for 100k tenants, its access log as the roles deploy it."""
+    return NodeSettings(
+        prefix=prefix,
+        listen=f"127.0.0.1:{free_port()}",
+        admin_listen=f"127.0.0.1:{free_port()}",
+        admin_token=TOKEN,
+        workers=1,
+        config_dict_size="256m",
+        admin_max_body="1024m",
+        access_log_buffer="64k",
+    )
+
+
 def tenants_bundle(count: int, origin: str, changed: int | None = None) -> dict[str, Any]:
     """`count` tenants; tenant number `changed`, if any, with another TTL."""
     return make_bundle(
@@ -313,19 +327,7 @@ def main() -> None:
         featured = PlainNginx(Path(tmp) / "featured", origin.address, "plain_featured")
         floor = PlainNginx(Path(tmp) / "floor", origin.address, "lua_floor")
         edges = {
-            size: EdgeNode(
-                NodeSettings(
-                    prefix=Path(tmp) / f"edge-{size}",
-                    listen=f"127.0.0.1:{free_port()}",
-                    admin_listen=f"127.0.0.1:{free_port()}",
-                    admin_token=TOKEN,
-                    workers=1,
-                    config_dict_size="256m",
-                    admin_max_body="1024m",
-                    access_log_buffer="64k",  # as the roles deploy it
-                )
-            )
-            for size in ("3", "100k")
+            size: EdgeNode(edge_settings(Path(tmp) / f"edge-{size}")) for size in ("3", "100k")
         }
         try:
             for edge in edges.values():

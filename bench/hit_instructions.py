@@ -40,9 +40,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from cdnctl.bundle import bundle_json  # noqa: E402
 from cdnctl.edge_runtime import NGINX_BINARY, free_port, write_instance  # noqa: E402
-from cdnctl.nginx_conf import NodeSettings  # noqa: E402
 from cdnctl.sample_origin import SampleOrigin  # noqa: E402
-from dataplane import HOST, PATH, TOKEN, plain_conf, tenants_bundle  # noqa: E402
+from dataplane import HOST, PATH, TOKEN, edge_settings, plain_conf, tenants_bundle  # noqa: E402
 
 REQUESTS = 2000
 WARM_UP = 300
@@ -149,16 +148,7 @@ def main() -> None:
             (prefix / "nginx.conf").write_text(plain_conf(prefix, origin.address, listen, variant))
             result[variant] = count(prefix, "nginx.conf", listen, f"http://{listen}/")
         for name, tenants in (("edge", 3), ("edge_100k_tenants", 100_000)):
-            settings = NodeSettings(
-                prefix=Path(tmp) / name,
-                listen=f"127.0.0.1:{free_port()}",
-                admin_listen=f"127.0.0.1:{free_port()}",
-                admin_token=TOKEN,
-                workers=1,
-                config_dict_size="256m",
-                admin_max_body="1024m",
-                access_log_buffer="64k",  # as the roles deploy it
-            )
+            settings = edge_settings(Path(tmp) / name)
             write_instance(settings)
             result[name] = count(
                 settings.prefix, "conf/nginx.conf", settings.listen,
