@@ -195,7 +195,7 @@ function _M.save_index(final)
     -- A tenant marked by a full index has objects no saved index lists: after a restart,
     -- treat the index as not whole (as after a crash) rather than forget the mark.
     for _, key in ipairs(state:get_keys(0)) do
-        local id = match(key, "^pi_full:(.+)$")
+        local id = sub(key, 1, #FULL) == FULL and sub(key, #FULL + 1)
         if id and state:get(key) == generation(id) then
             final = false
             break
