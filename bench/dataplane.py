@@ -25,7 +25,6 @@ import re
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,16 +32,12 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.dataplane.bundles import make_bundle, tenant  # noqa: E402
-
-from cdnctl.bundle import bundle_json  # noqa: E402
-from cdnctl.edge_client import AdminClient, Edge  # noqa: E402
-from cdnctl.edge_runtime import NGINX_BINARY, EdgeNode, free_port  # noqa: E402
-from cdnctl.nginx_conf import MODULES_DIR, NodeSettings  # noqa: E402
-from cdnctl.sample_origin import SampleOrigin  # noqa: E402
+from cdnctl.bundle.format import bundle_json
+from cdnctl.bundle.synthetic import make_bundle, tenant
+from cdnctl.edge.admin_client import AdminClient, Edge
+from cdnctl.edge.nginx_conf import MODULES_DIR, NodeSettings
+from cdnctl.edge.runner import NGINX_BINARY, EdgeNode, free_port
+from cdnctl.lab.sample_origin import SampleOrigin
 
 ROUNDS = 7
 WRK_SECONDS = 3

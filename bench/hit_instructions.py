@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cdnctl.bundle import bundle_json  # noqa: E402
-from cdnctl.edge_runtime import NGINX_BINARY, free_port, write_instance  # noqa: E402
-from cdnctl.sample_origin import SampleOrigin  # noqa: E402
+from cdnctl.bundle.format import bundle_json  # noqa: E402
+from cdnctl.edge.runner import NGINX_BINARY, free_port, write_instance  # noqa: E402
+from cdnctl.lab.sample_origin import SampleOrigin  # noqa: E402
 from dataplane import HOST, PATH, TOKEN, edge_settings, plain_conf, tenants_bundle  # noqa: E402
 
 REQUESTS = 2000

@@ -25,8 +25,8 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from cdnctl.compile import compile_paths
-from cdnctl.policy import Policy
+from cdnctl.bundle.compile import compile_paths
+from cdnctl.tenants.policy import Policy
 tenants, cache, out = map(Path, sys.argv[1:4])
 start = time.perf_counter()
 result = compile_paths([tenants], Policy(), cache_dir=cache)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from cdnctl.inventory import ROLE_GROUPS as ROLES
+from cdnctl.fleet.inventory import ROLE_GROUPS as ROLES
 
 CONFIG_KEY = "cdn:fleet"
 DEFAULT_DOCKER_IMAGE = "localhost/cdnctl-systemd:bookworm"

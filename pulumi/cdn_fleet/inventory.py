@@ -18,7 +18,7 @@ import pulumi
 
 from cdn_fleet.config import ROLES, FleetConfig
 from cdn_fleet.host import Host
-from cdnctl.inventory import region_group
+from cdnctl.fleet.inventory import region_group
 
 
 def fleet_inventory(fleet: FleetConfig, hosts: Sequence[Host]) -> pulumi.Output[dict[str, Any]]:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from jinja2 import meta
 
-from cdnctl import nginx_conf
+from cdnctl.edge import nginx_conf
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 ROLES = sorted(p.name for p in ROLES_DIR.iterdir() if (p / "defaults" / "main.yml").is_file())

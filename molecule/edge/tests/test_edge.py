@@ -14,7 +14,7 @@ import httpx
 import pytest
 import testinfra
 
-from cdnctl.sample_origin import body_for
+from cdnctl.lab.sample_origin import body_for
 
 TOKEN = os.environ["CDNCTL_ADMIN_TOKEN"]
 ORIGIN = "cdn-origin"

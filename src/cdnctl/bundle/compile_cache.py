@@ -1,0 +1,240 @@
+"""The incremental compile cache: per file, the result of `check_file`, keyed by content.
+
+Like git's index, a file whose (size, mtime, inode) is unchanged is not even read again;
+a file whose stat changed is read and hashed, and its old result is reused when the
+content is the same. Entries are only valid for one policy and one build of cdnctl (the
+fingerprint), and a file modified within the cache's own timestamp granularity is always
+re-read, so an edit can never be missed.
+
+The index is `marshal`-ed (plain tuples and strings: fast to load at 100k entries, no code
+can hide in it) and holds offsets into a blob of compiled fragments, so fragments are
+sliced out of one buffer instead of rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import marshal
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import cdnctl
+from cdnctl.tenants.problems import Problem
+from cdnctl.tenants.validate import FileResult
+
+INDEX_NAME = "compile-cache.index"
+BLOB_PREFIX = "compile-cache.blob."
+LOCK_NAME = "compile-cache.lock"
+_RACY_WINDOW_NS = 2_000_000_000
+COMPACT_SLACK = 1 << 20  # garbage tolerated in the blob beyond as much as is live
+_FORMAT = 6
+_new_tuple = tuple.__new__
+
+StatKey = tuple[int, int, int]  # size, mtime_ns, inode
+
+
+# The modules whose code decides what `check_file` returns for a file. A change to any of
+# them invalidates every cached result; add a module here when check_file starts using it.
+RESULT_MODULES = (
+    "bundle",
+    "bundle.compile_cache",
+    "bundle.format",
+    "tenants",
+    "tenants.canonical",
+    "tenants.domains",
+    "tenants.durations",
+    "tenants.effective",
+    "tenants.model",
+    "tenants.origins",
+    "tenants.policy",
+    "tenants.problems",
+    "tenants.validate",
+    "tenants.yaml_loader",
+)
+
+
+def code_fingerprint() -> str:
+    """Hash of the sources that shape a file's result: a new build never trusts an old cache."""
+    digest = hashlib.sha256()
+    package = Path(cdnctl.__file__).parent
+    for name in RESULT_MODULES:
+        source = package.joinpath(*name.split("."))
+        source = source / "__init__.py" if source.is_dir() else source.with_suffix(".py")
+        digest.update(name.encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class CompileCache:
+    """Two files in the cache directory: the index (rewritten atomically on every save) and
+    an append-only blob of fragments it points into, so a one-file change appends one
+    fragment instead of rewriting 100 MB. The blob is compacted once it is mostly garbage.
+    Saves hold a lock so concurrent compiles cannot interleave their appends."""
+
+    def __init__(self, directory: Path | None, fingerprint: str) -> None:
+        self.directory = directory
+        self.fingerprint = fingerprint
+        # display -> (stat, sha256, tenant id, domains, fragment offset, length, problems,
+        #             tenant digest)
+        self.index: dict[str, tuple] = {}
+        self.blob = memoryview(b"")
+        self.blob_name: str | None = None
+        self.written_at_ns = 0
+        self.fleet_clean = False  # the last compile found no fleet-wide problem
+        self.indexes: tuple[bytes, bytes] | None = None  # its (hosts, wildcards) JSON
+        self._load()
+
+    def _load(self) -> None:
+        if self.directory is None or not (self.directory / INDEX_NAME).is_file():
+            return
+        try:
+            head = marshal.loads((self.directory / INDEX_NAME).read_bytes())
+            fmt, fingerprint, written_at_ns, blob_name, blob_size, index, fleet_clean, indexes = (
+                head
+            )
+            if fmt != _FORMAT or fingerprint != self.fingerprint or not isinstance(index, dict):
+                return
+            blob = (self.directory / blob_name).read_bytes()
+            if len(blob) < blob_size:
+                return  # truncated: fragments it points at are gone
+        except (OSError, EOFError, ValueError, TypeError):  # corrupt or foreign: slower only
+            return
+        self.index, self.written_at_ns, self.blob_name = index, written_at_ns, blob_name
+        self.fleet_clean, self.indexes = bool(fleet_clean), indexes
+        self.blob = memoryview(blob)
+
+    def lookup_all(self, stats: list[tuple[str, StatKey]]) -> list[FileResult | None]:
+        """Per (display, stat): the result of an unchanged file (same stat, not modified
+        near the last write), else None. One tight loop: it runs 100k+ times per compile."""
+        get = self.index.get
+        blob = self.blob
+        racy_from = self.written_at_ns - _RACY_WINDOW_NS
+        found: list[FileResult | None] = []
+        append = found.append
+        for display, stat in stats:
+            entry = get(display)
+            if entry is None or entry[0] != stat or stat[1] >= racy_from:
+                append(None)  # unknown, changed, or modified too close to the last write
+                continue
+            _, _, tenant_id, domains, offset, length, problems, digest = entry
+            fragment = blob[offset : offset + length] if offset >= 0 else None
+            if problems:
+                problems = tuple(Problem(*fields) for fields in problems)
+            # tuple.__new__ skips the NamedTuple's Python-level constructor
+            append(
+                _new_tuple(FileResult, (display, tenant_id, domains, fragment, problems, digest))
+            )
+        return found
+
+    def by_content(self, display: str, content_sha256: bytes) -> FileResult | None:
+        entry = self.index.get(display)
+        if entry is None or entry[1] != content_sha256:
+            return None
+        return _to_result(self.blob, display, entry)
+
+    def claims_of(self, display: str) -> tuple[str | None, tuple[str, ...]] | None:
+        """(tenant id, domains) the file had at the last compile."""
+        entry = self.index.get(display)
+        return (entry[2], entry[3]) if entry else None
+
+    def stat_of(self, display: str) -> StatKey | None:
+        entry = self.index.get(display)
+        return entry[0] if entry else None
+
+    def save(
+        self,
+        unchanged: Iterable[str],
+        fresh: dict[str, tuple[StatKey, bytes, FileResult]],
+        *,
+        fleet_clean: bool,
+        indexes: tuple[bytes, bytes] | None,
+    ) -> None:
+        """Write the index of `unchanged` files (entries kept as they are) plus `fresh`
+        (display -> stat, content sha256, result) ones; a file in neither is dropped."""
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / LOCK_NAME, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            index = {display: self.index[display] for display in unchanged}
+            live = sum(entry[5] for entry in index.values())
+            live += sum(len(r.fragment) for _, _, r in fresh.values() if r.fragment is not None)
+            if self._blob_reusable(live):
+                blob_name = self.blob_name or ""
+            else:
+                blob_name = f"{BLOB_PREFIX}{secrets.token_hex(8)}"
+            with open(self.directory / blob_name, "ab") as blob:
+                offset = blob.tell()
+                if blob_name != self.blob_name:  # compacting: copy the kept fragments over
+                    for display, entry in index.items():
+                        if entry[4] >= 0:
+                            blob.write(self.blob[entry[4] : entry[4] + entry[5]])
+                            index[display] = (*entry[:4], offset, *entry[5:])
+                            offset += entry[5]
+                for display, (stat, digest, result) in fresh.items():
+                    position, length = -1, 0
+                    if result.fragment is not None:
+                        position, length = offset, len(result.fragment)
+                        blob.write(result.fragment)
+                        offset += length
+                    problems = tuple(
+                        (p.file, p.field, p.reason, p.fix, p.value, p.line) for p in result.problems
+                    )
+                    index[display] = (
+                        stat,
+                        digest,
+                        result.tenant_id,
+                        result.domains,
+                        position,
+                        length,
+                        problems,
+                        result.digest,
+                    )
+            head = (
+                _FORMAT,
+                self.fingerprint,
+                time.time_ns(),
+                blob_name,
+                offset,  # the blob's size after this save: a shorter blob is corrupt
+                index,
+                fleet_clean,
+                indexes,
+            )
+            _write_atomically(self.directory / INDEX_NAME, marshal.dumps(head))
+            for stale in self.directory.glob(f"{BLOB_PREFIX}*"):
+                if stale.name != blob_name:
+                    stale.unlink(missing_ok=True)
+
+    def _blob_reusable(self, live: int) -> bool:
+        """Append to the current blob unless it is missing or mostly garbage."""
+        if self.blob_name is None or self.directory is None:
+            return False
+        path = self.directory / self.blob_name
+        return path.is_file() and path.stat().st_size <= 2 * live + COMPACT_SLACK
+
+
+def _to_result(blob: memoryview, display: str, entry: tuple) -> FileResult:
+    _, _, tenant_id, domains, offset, length, problems, digest = entry
+    fragment = blob[offset : offset + length] if offset >= 0 else None
+    if problems:
+        problems = tuple(Problem(*fields) for fields in problems)
+    # tuple.__new__ skips the NamedTuple's Python-level constructor (100k+ calls)
+    return _new_tuple(FileResult, (display, tenant_id, domains, fragment, problems, digest))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cache-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

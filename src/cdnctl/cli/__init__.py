@@ -1,0 +1,1 @@
+"""The command line (`cdnctl`): thin typer modules that parse, call a package, print."""

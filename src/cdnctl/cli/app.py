@@ -1,0 +1,31 @@
+"""The cdnctl command line: one Typer app, one module per command group (all thin)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cdnctl.cli import edge as edge_cli
+from cdnctl.cli import preview as preview_cli
+from cdnctl.cli.inventory import inventory_app
+from cdnctl.cli.lab import lab_commands
+from cdnctl.cli.tenants import tenants_commands
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Run a multi-tenant CDN as code: tenants in git, edges that apply them live.",
+    pretty_exceptions_enable=False,
+)
+
+# The tenant workflow first, then the local lab, commands that act on running edges, and
+# the fleet hand-off.
+app.registered_commands += tenants_commands.registered_commands
+app.registered_commands += lab_commands.registered_commands
+edge_cli.register(app)
+preview_cli.register(app)
+app.add_typer(inventory_app, name="inventory")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())

@@ -1,0 +1,76 @@
+"""What every cdnctl command shares: consoles, exit codes, output format, policy, problems."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from cdnctl.bundle.compile import DEFAULT_CACHE_DIR, CompileResult, compile_paths, tenant_files
+from cdnctl.tenants.policy import Policy, PolicyError, load_policy
+from cdnctl.tenants.problems import Problem
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+PROGRESS_FROM = 5000  # show a progress bar from this many tenant files on
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+
+
+PathsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Tenant files or directories (default: tenants/).", show_default=False),
+]
+InventoryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--inventory",
+        help="Inventory directory whose group_vars/all/cdn.yml sets the platform policy.",
+    ),
+]
+FormatOpt = Annotated[Format, typer.Option("--format", help="text for people, json for CI.")]
+CacheOpt = Annotated[
+    Path, typer.Option("--cache-dir", help="Incremental compile cache (safe to delete).")
+]
+
+
+def policy_or_exit(inventory: Path | None) -> Policy:
+    try:
+        return load_policy(inventory)
+    except PolicyError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def run_compile(paths: list[Path], policy: Policy, cache_dir: Path | None) -> CompileResult:
+    if err.is_terminal:  # a progress bar only for people, and only for long work
+        files, _ = tenant_files(paths)
+        if len(files) >= PROGRESS_FROM:
+            columns = (*Progress.get_default_columns()[:2], BarColumn(), MofNCompleteColumn())
+            with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
+                task = bar.add_task("Checking tenants", total=len(files))
+                return compile_paths(
+                    paths, policy, cache_dir=cache_dir, progress=lambda n: bar.advance(task, n)
+                )
+    return compile_paths(paths, policy, cache_dir=cache_dir)
+
+
+def print_problems(problems: list[Problem], fmt: Format) -> None:
+    if fmt is Format.json:
+        return
+    for problem in problems:
+        err.print(problem.render(), markup=False, highlight=False, soft_wrap=True)
+    err.print(f"[red]{len(problems)} problem(s)[/] — nothing was compiled or applied.")
+
+
+__all__ = ["DEFAULT_CACHE_DIR"]

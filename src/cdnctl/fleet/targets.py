@@ -1,0 +1,41 @@
+"""Which nodes of an Ansible inventory the admin API commands talk to."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT, Edge
+
+EDGE_GROUPS = ("edge", "shield")
+
+
+def edges_from_inventory(inventory: Path, groups: Sequence[str] = EDGE_GROUPS) -> list[Edge]:
+    """Edges and shields of an Ansible inventory (any format ansible-inventory reads)."""
+    proc = subprocess.run(
+        ["ansible-inventory", "-i", str(inventory), "--list"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ValueError(f"ansible-inventory failed for {inventory}: {proc.stderr.strip()}")
+    data = json.loads(proc.stdout)
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    names: list[str] = []
+    for group in groups:
+        for host in data.get(group, {}).get("hosts", []):
+            if host not in names:
+                names.append(host)
+    edges = []
+    for host in names:
+        hv = hostvars.get(host, {})
+        address = hv.get("cdn_private_address") or hv.get("ansible_host") or host
+        port = hv.get("cdn_admin_api_port", DEFAULT_ADMIN_PORT)
+        host_part = f"[{address}]" if ":" in str(address) else address
+        edges.append(Edge(name=host, url=f"http://{host_part}:{port}"))
+    if not edges:
+        raise ValueError(f"{inventory}: no hosts in groups {', '.join(groups)}")
+    return edges

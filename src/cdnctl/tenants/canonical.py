@@ -1,0 +1,22 @@
+"""Canonical JSON and SHA-256 tags: how a tenant's digest and a bundle's version are made.
+
+Deterministic bytes are the contract here: the same document always serialises to the same
+bytes, so the same tenants give the same digests and the same bundle version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def canonical_json(document: Any) -> bytes:
+    """Serialise deterministically: sorted keys, compact separators, UTF-8."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def sha256_tag(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -1,0 +1,244 @@
+"""The bundle: deterministic, versioned by content, incremental, secret-free."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from cdnctl.bundle import compile as compile_module
+from cdnctl.bundle.compile import compile_paths, compile_tenants
+from cdnctl.bundle.format import bundle_json, canonical_json, manifest_version, sha256_tag
+from cdnctl.tenants.policy import Policy
+from cdnctl.tenants.validate import ValidationFailed
+
+from ..conftest import ROOT
+
+
+def test_sample_tenants_compile_to_effective_settings():
+    bundle = compile_tenants(ROOT / "tenants")
+    assert bundle["format"] == 1
+    assert sorted(bundle["tenants"]) == ["customer-a", "customer-b", "customer-c"]
+    assert bundle["hosts"]["cdn.customer-b.test"] == "customer-b"
+    assert bundle["wildcards"] == {"cdn.customer-c.test": "customer-c"}
+    b = bundle["tenants"]["customer-b"]
+    assert b["origin"]["basic_auth"] == {
+        "username": "cdn",
+        "password_env": "CUSTOMER_B_ORIGIN_PASSWORD",
+    }
+    assert b["origin"]["base_path"] == "/assets"
+    assert b["origin"]["host_header"] == "origin.customer-b.test:18082"
+    assert b["cache"]["default_ttl"] == 600  # "10m"
+    assert b["cache"]["stale_if_error"] == 86400  # default 1d
+    assert b["cache"]["query_string"] == {"mode": "keep", "keep": ["lang", "v"]}
+    assert b["rate_limit"] == {"requests_per_second": 200, "burst": 400}
+    a = bundle["tenants"]["customer-a"]
+    assert a["cache"]["rules"][1] == {
+        "path": "*.jpg",
+        "ttl": 604800,
+        "bypass": False,
+        "cache_set_cookie": False,
+    }
+    assert a["methods"] == ["GET", "HEAD", "OPTIONS"]
+    c = bundle["tenants"]["customer-c"]
+    assert (c["shield"], c["origin"]["host_header"]) == (False, "www.customer-c.test")
+
+
+def test_bundle_is_canonical_and_version_is_its_manifest_hash():
+    result = compile_paths([ROOT / "tenants"], Policy())
+    assert result.bundle is not None
+    document = json.loads(result.bundle)
+    assert bundle_json(document) == result.bundle  # fast assembly == the wire form
+    assert document["version"] == result.version == manifest_version(document)
+    manifest = {k: v for k, v in document.items() if k != "version"}
+    manifest["tenants"] = {i: t["digest"] for i, t in document["tenants"].items()}
+    assert result.version == sha256_tag(canonical_json(manifest))
+    for tenant in document["tenants"].values():
+        digest = tenant.pop("digest")
+        assert digest == sha256_tag(canonical_json(tenant))
+
+
+def test_same_tenants_give_byte_identical_bundles(tmp_path, write_tenant, tenants_dir):
+    for name in ("zeta", "alpha", "mid"):
+        write_tenant(name)
+    first = compile_paths([tenants_dir], Policy(), cache_dir=tmp_path / "c1").bundle
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in sorted(tenants_dir.iterdir(), reverse=True):  # other creation order
+        (copy / path.name).write_bytes(path.read_bytes())
+    second = compile_paths([copy], Policy(), cache_dir=None).bundle
+    assert first == second
+
+
+def test_any_change_changes_the_version(write_tenant, tenants_dir):
+    write_tenant("acme")
+    before = compile_paths([tenants_dir], Policy()).version
+    write_tenant("acme", cache={"default_ttl": 60})
+    assert compile_paths([tenants_dir], Policy()).version != before
+
+
+def test_secrets_never_reach_the_bundle(write_tenant, tenants_dir, monkeypatch):
+    monkeypatch.setenv("ACME_PASSWORD", "s3cret-value")
+    write_tenant(
+        "acme",
+        origin={
+            "url": "https://o.test",
+            "basic_auth": {"username": "u", "password_env": "ACME_PASSWORD"},
+        },
+    )
+    bundle = compile_paths([tenants_dir], Policy()).bundle
+    assert bundle is not None and b"s3cret-value" not in bundle
+    assert b"ACME_PASSWORD" in bundle
+
+
+def test_invalid_tenants_raise_with_problems(write_tenant, tenants_dir):
+    write_tenant("acme", shield="maybe")
+    with pytest.raises(ValidationFailed) as caught:
+        compile_tenants(tenants_dir)
+    assert caught.value.problems[0].field == "shield"
+
+
+def test_allow_private_origins_switch(write_tenant, tenants_dir):
+    write_tenant("lab", origin={"url": "http://127.0.0.1:9000"})
+    with pytest.raises(ValidationFailed):
+        compile_tenants(tenants_dir)
+    assert compile_tenants(tenants_dir, allow_private_origins=True)["tenants"]["lab"]
+
+
+def test_incremental_cache_reuses_unchanged_files(tmp_path, write_tenant, tenants_dir, monkeypatch):
+    for i in range(20):
+        write_tenant(f"t{i}")
+    old = time.time() - 60
+    for path in tenants_dir.iterdir():
+        os.utime(path, (old, old))  # outside the racy window
+    cache = tmp_path / "cache"
+    full = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+
+    checked: list[str] = []
+    real = compile_module.check_file
+
+    def counting(display, raw, policy):
+        checked.append(Path(display).name)
+        return real(display, raw, policy)
+
+    monkeypatch.setattr(compile_module, "check_file", counting)
+    again = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+    assert checked == [] and again.bundle == full.bundle
+
+    write_tenant("t7", cache={"default_ttl": 5})
+    changed = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+    assert checked == ["t7.yaml"]
+    assert json.loads(changed.bundle)["tenants"]["t7"]["cache"]["default_ttl"] == 5
+
+    # the cache is keyed by content: touching a file without changing it re-reads, no re-check
+    os.utime(tenants_dir / "t3.yaml", (old + 1, old + 1))
+    checked.clear()
+    compile_paths([tenants_dir], Policy(), cache_dir=cache)
+    assert checked == []
+
+    # another policy never reuses results judged under the old one
+    compile_paths([tenants_dir], Policy(allow_private_origins=True), cache_dir=cache)
+    assert len(checked) == 20
+
+
+def test_removed_file_disappears_from_the_bundle(tmp_path, write_tenant, tenants_dir):
+    write_tenant("keep")
+    gone = write_tenant("gone")
+    cache = tmp_path / "cache"
+    compile_paths([tenants_dir], Policy(), cache_dir=cache)
+    gone.unlink()
+    bundle = json.loads(compile_paths([tenants_dir], Policy(), cache_dir=cache).bundle)
+    assert list(bundle["tenants"]) == ["keep"]
+    assert "cdn.gone.test" not in bundle["hosts"]
+
+
+def test_corrupt_cache_is_ignored(tmp_path, write_tenant, tenants_dir):
+    write_tenant("acme")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "compile-cache.index").write_bytes(b"not marshal data")
+    assert compile_paths([tenants_dir], Policy(), cache_dir=cache).ok
+    for blob in cache.glob("compile-cache.blob.*"):
+        blob.write_bytes(b"")  # index intact, fragments gone: must not serve garbage
+    assert compile_paths([tenants_dir], Policy(), cache_dir=cache).bundle == (
+        compile_paths([tenants_dir], Policy()).bundle
+    )
+
+
+def test_parallel_and_serial_checks_agree(write_tenant, tenants_dir, monkeypatch):
+    for i in range(30):
+        write_tenant(f"t{i:02d}", shield=(i % 7 != 3) or "bad")
+    serial = compile_paths([tenants_dir], Policy())
+    monkeypatch.setattr(compile_module, "PARALLEL_THRESHOLD", 1)
+    parallel = compile_paths([tenants_dir], Policy())
+    assert [p.render() for p in parallel.problems] == [p.render() for p in serial.problems]
+    assert len(serial.problems) == 4  # t03, t10, t17, t24
+
+
+def test_cache_fingerprint_covers_every_module_check_file_uses():
+    import subprocess
+    import sys
+
+    from cdnctl.bundle.compile_cache import RESULT_MODULES
+
+    probe = (
+        "import sys, cdnctl.tenants.validate, cdnctl.bundle.compile_cache;"
+        "print(' '.join(m for m in sys.modules if m.startswith('cdnctl.')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    used = {name.removeprefix("cdnctl.") for name in loaded}
+    assert used <= set(RESULT_MODULES), f"add to RESULT_MODULES: {used - set(RESULT_MODULES)}"
+
+
+def test_incremental_compile_always_equals_a_cold_one(tmp_path, write_tenant, tenants_dir):
+    """Through a series of edits, the cached compile gives exactly what a cold one gives."""
+    cache = tmp_path / "cache"
+    steps = [
+        lambda: [write_tenant(f"t{i}") for i in range(6)],
+        lambda: write_tenant("t1", cache={"default_ttl": 5}),  # settings only
+        lambda: write_tenant("t2", domains=["cdn.t2.test", "*.img.t2.test"]),  # domains
+        lambda: write_tenant("t9"),  # new file
+        lambda: (tenants_dir / "t0.yaml").unlink(),  # removed file
+        lambda: write_tenant("t3", domains=["cdn.t4.test"]),  # conflict: invalid
+        lambda: write_tenant("t3"),  # conflict fixed
+        lambda: write_tenant("t4", shield="bad"),  # invalid file, same claims
+        lambda: write_tenant("t4"),  # fixed again
+    ]
+    for step in steps:
+        step()
+        old = time.time() - 60
+        for path in tenants_dir.iterdir():
+            os.utime(path, (old, old))
+        warm = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+        cold = compile_paths([tenants_dir], Policy(), cache_dir=None)
+        assert warm.bundle == cold.bundle
+        assert [p.render() for p in warm.problems] == [p.render() for p in cold.problems]
+        again = compile_paths([tenants_dir], Policy(), cache_dir=cache)  # fully cached
+        assert len(list(cache.glob("compile-cache.blob.*"))) == 1
+        assert again.bundle == cold.bundle
+        assert [p.render() for p in again.problems] == [p.render() for p in cold.problems]
+
+
+def test_blob_compaction_keeps_every_fragment(tmp_path, write_tenant, tenants_dir, monkeypatch):
+    from cdnctl.bundle import compile_cache
+
+    monkeypatch.setattr(compile_cache, "COMPACT_SLACK", 0)
+    cache = tmp_path / "cache"
+    for i in range(5):
+        write_tenant(f"t{i}")
+    blobs = set()
+    for ttl in range(60, 66):  # each edit appends; garbage soon outweighs live data
+        write_tenant("t0", cache={"default_ttl": ttl})
+        old = time.time() - 60
+        for path in tenants_dir.iterdir():
+            os.utime(path, (old, old))
+        warm = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+        assert warm.bundle == compile_paths([tenants_dir], Policy()).bundle
+        blobs |= {p.name for p in cache.glob("compile-cache.blob.*")}
+    assert len(blobs) > 1  # it did compact into a new blob at least once
+    assert len(list(cache.glob("compile-cache.blob.*"))) == 1

@@ -1,0 +1,192 @@
+"""POST /config writes only what changed, checks the host index against unchanged tenants,
+accepts any JSON layout, and leaves everything as it was when a write fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from cdnctl.bundle.format import canonical_json
+from cdnctl.bundle.synthetic import bundle_bytes, make_bundle, tenant
+from cdnctl.lab.sample_origin import body_for
+
+
+def served_by(node, host: str, path: str = "/who") -> str | None:
+    """Which sample origin answered, or None for a 404."""
+    response = node.get(host, path)
+    if response.status_code == 404:
+        return None
+    for name in ("a", "b", "c"):
+        if response.content == body_for(name, path, 1024):
+            return name
+    raise AssertionError(f"{host}{path}: unexpected body {response.content[:60]!r}")
+
+
+def test_only_changed_tenants_are_counted_and_removed_ones_go(edge, make_origin):
+    origins = {name: make_origin(name) for name in "abc"}
+    tenants = {n: tenant(n, [f"{n}.test"], origins[n].address) for n in "abc"}
+    first = edge.apply(make_bundle(*tenants.values())).json()
+    assert (first["tenants"], first["changed"], first["removed"]) == (3, 3, 0)
+    tenants["b"] = tenant("b", ["b.test"], origins["b"].address, default_ttl=60)
+    second = edge.apply(make_bundle(*tenants.values())).json()
+    assert (second["tenants"], second["changed"], second["removed"]) == (3, 1, 0)
+    assert edge.apply(make_bundle(tenants["a"], tenants["b"])).json()["removed"] == 1
+    assert [served_by(edge, f"{n}.test", "/one") for n in "abc"] == ["a", "b", None]
+    same = edge.apply(make_bundle(tenants["a"], tenants["b"])).json()
+    assert (same["changed"], same["removed"]) == (0, 0)
+
+
+def test_domains_move_between_tenants_in_one_apply(edge, make_origin):
+    a, b = make_origin("a"), make_origin("b")
+    edge.apply(
+        make_bundle(
+            tenant("a", ["a.test", "x.test", "*.w.test"], a.address),
+            tenant("b", ["b.test"], b.address),
+        )
+    ).raise_for_status()
+    assert [served_by(edge, h, "/1") for h in ("x.test", "any.w.test")] == ["a", "a"]
+    edge.apply(
+        make_bundle(
+            tenant("a", ["a.test"], a.address),
+            tenant("b", ["b.test", "x.test", "*.w.test"], b.address),
+        )
+    ).raise_for_status()
+    assert [served_by(edge, h, "/2") for h in ("x.test", "any.w.test", "a.test")] == [
+        "b",
+        "b",
+        "a",
+    ]
+    edge.apply(
+        make_bundle(tenant("a", ["a.test"], a.address), tenant("b", ["b.test"], b.address))
+    ).raise_for_status()
+    assert served_by(edge, "x.test", "/3") is None
+    assert served_by(edge, "any.w.test", "/3") is None
+
+
+def test_host_index_is_checked_against_unchanged_tenants(edge, make_origin):
+    a, b = make_origin("a"), make_origin("b")
+    good = make_bundle(tenant("a", ["a.test"], a.address), tenant("b", ["b.test"], b.address))
+    edge.apply(good).raise_for_status()
+    stolen = json.loads(bundle_bytes(good))
+    stolen["hosts"]["a.test"] = "b"  # b's domains do not list a.test, and b is unchanged
+    response = edge.admin.post("/config", content=bundle_bytes(stolen))
+    assert response.status_code == 400
+    assert "a.test maps to tenant b, whose domains do not list it" in response.json()["error"]
+    dropped = json.loads(bundle_bytes(good))
+    del dropped["hosts"]["b.test"]
+    response = edge.admin.post("/config", content=bundle_bytes(dropped))
+    assert response.status_code == 400
+    assert "b.test of tenant b is missing" in response.json()["error"]
+    assert edge.admin.get("/config").json()["version"] == good["version"]
+    assert [served_by(edge, h) for h in ("a.test", "b.test")] == ["a", "b"]
+
+
+def test_any_json_layout_is_accepted(edge, make_origin):
+    a = make_origin("a")
+    bundle = make_bundle(tenant("a", ["a.test"], a.address))
+    for body in (canonical_json(bundle), json.dumps(bundle, indent=2).encode()):
+        response = edge.admin.post("/config", content=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["version"] == bundle["version"]
+        assert served_by(edge, "a.test") == "a"
+
+
+def test_broken_line_layout_is_rejected_and_nothing_changes(edge, make_origin):
+    a, b = make_origin("a"), make_origin("b")
+    good = make_bundle(tenant("a", ["a.test"], a.address))
+    edge.apply(good).raise_for_status()
+    two = bundle_bytes(
+        make_bundle(tenant("a", ["a.test"], a.address), tenant("b", ["b.test"], b.address))
+    )
+    lines = two.split(b"\n")
+    no_comma = b"\n".join([lines[0], lines[1].rstrip(b","), *lines[2:]])
+    duplicate = b"\n".join([lines[0], lines[1], lines[1], *lines[2:]])
+    bad_text = two.replace(b'"b":{"cache"', b'"b":{"cache":,')
+    for body, message in (
+        (no_comma, "missing comma after tenant a"),
+        (duplicate, "duplicate id a"),
+        (bad_text, "tenant b: invalid JSON"),
+    ):
+        response = edge.admin.post("/config", content=body)
+        assert response.status_code == 400, body
+        assert message in response.json()["error"]
+    assert edge.admin.get("/config").json()["version"] == good["version"]
+    assert served_by(edge, "a.test") == "a"
+    assert served_by(edge, "b.test") is None
+
+
+def test_full_config_dict_rolls_everything_back(make_node, make_origin):
+    a = make_origin("a")
+    node = make_node("small", config_dict_size="64k")
+    good = make_bundle(tenant("a", ["a.test"], a.address))
+    node.apply(good).raise_for_status()
+    state = node.edge.settings.effective_state_dir / "bundle.json"
+    persisted = state.read_bytes()
+    big = make_bundle(
+        tenant("a", ["a.test"], a.address, default_ttl=60),
+        *(tenant(f"t{i}", [f"t{i}.test"], a.address) for i in range(300)),
+    )
+    response = node.apply(big)
+    assert response.status_code == 500
+    assert "config dict" in response.json()["error"]
+    assert node.admin.get("/config").json()["version"] == good["version"]
+    assert state.read_bytes() == persisted
+    assert served_by(node, "t1.test") is None
+    assert served_by(node, "a.test") == "a"
+    again = node.apply(make_bundle(tenant("a", ["a.test"], a.address, default_ttl=60)))
+    assert again.json()["changed"] == 1  # a's old text was restored by the rollback
+
+
+def test_a_bundle_persisted_by_an_older_cdnctl_is_served(make_node, make_origin, tmp_path: Path):
+    a = make_origin("a")
+    bundle = make_bundle(tenant("a", ["a.test"], a.address))
+    state = tmp_path / "old" / "state"
+    state.mkdir(parents=True)
+    legacy = {"commit": "0ld", "applied_at": 1.5, "bundle": bundle}
+    (state / "bundle.json").write_bytes(canonical_json(legacy))
+    os.chmod(state / "bundle.json", 0o600)
+    node = make_node("old")
+    config = node.admin.get("/config").json()
+    assert (config["version"], config["commit"]) == (bundle["version"], "0ld")
+    assert served_by(node, "a.test") == "a"
+
+
+def test_a_rotated_secret_is_applied_though_the_digest_is_the_same(edge, make_origin):
+    a = make_origin("a")
+    bundle = make_bundle(tenant("a", ["a.test"], a.address, basic_auth=("cdn", "old")))
+    edge.apply(bundle).raise_for_status()
+    rotated = json.loads(bundle_bytes(bundle))
+    rotated["tenants"]["a"]["origin"]["basic_auth"]["authorization"] = "Basic Y2RuOm5ldw=="
+    response = edge.admin.post("/config", content=bundle_bytes(rotated))
+    assert (response.json()["version"], response.json()["changed"]) == (bundle["version"], 1)
+
+
+def lua_heap_bytes(node) -> float:
+    for line in node.metrics().splitlines():
+        if line.startswith('cdn_lua_memory_bytes{worker="0"}'):
+            return float(line.split()[-1])
+    raise AssertionError("no cdn_lua_memory_bytes for worker 0")
+
+
+def test_an_applied_bundle_is_garbage_once_the_apply_is_done(make_node, make_origin):
+    """The worker that applied a bundle keeps a compact digest of it, not the body or its
+    tenant ids. (JIT traces of closures made per apply kept the last bodies alive, 200 MB
+    at 100k tenants, and a string table sized for their ids slowed every request.)"""
+    node = make_node(workers=1)
+    origin = make_origin("a")
+    tenants = [tenant(f"t{i}", [f"t{i}.test"], origin.address) for i in range(20_000)]
+    body = bundle_bytes(make_bundle(*tenants))
+    for changed in (None, 7):  # all new, then one changed: both run hot (traced) loops
+        if changed is not None:
+            tenants[changed] = tenant(f"t{changed}", [f"t{changed}.test"], origin.address,
+                                      default_ttl=60)  # fmt: skip
+            body = bundle_bytes(make_bundle(*tenants))
+        answer = node.admin.post("/config", content=body)
+        assert answer.status_code == 200, answer.text
+    deadline = time.monotonic() + 15  # the worker collects in steps, then reports each second
+    while (heap := lua_heap_bytes(node)) > len(body) / 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert heap < len(body) / 2, f"worker 0 holds {heap / 2**20:.1f} MiB of Lua heap"
+    assert node.get("t19999.test", "/x").status_code == 200
