@@ -125,6 +125,50 @@ def test_inconsistent_hosts_index_and_unresolved_secrets_are_rejected(edge, make
     assert edge.get("b.test", "/x").status_code == 404
 
 
+def _altered(bundle, change):
+    altered = json.loads(json.dumps(bundle))
+    change(altered)
+    return altered
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda b: b.update(version="sha256:" + "0" * 64), id="version-zeroed"),
+        pytest.param(lambda b: b["tenants"]["b"].update(digest="sha256:" + "1" * 64), id="digest"),
+        pytest.param(lambda b: b["hosts"].update({"b2.test": "b"}), id="extra-host"),
+        pytest.param(lambda b: b.update(format=1, extra="x"), id="extra-member"),
+    ],
+)
+def test_a_bundle_whose_version_is_not_its_manifests_hash_is_refused(edge, make_origin, change):
+    """The version is the SHA-256 of the manifest: an edge never runs (and then reports) a
+    version its bundle does not have."""
+    origin = make_origin("a")
+    good = make_bundle(
+        tenant("a", ["a.test"], origin.address), tenant("b", ["b.test"], origin.address)
+    )
+    assert edge.apply(good).status_code == 200
+    for body in (bundle_bytes(_altered(good, change)), json.dumps(_altered(good, change))):
+        response = edge.admin.post("/config", content=body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert "is not the SHA-256 of this bundle's manifest" in error or "b2.test" in error
+    assert edge.admin.get("/config").json()["version"] == good["version"]
+    assert edge.get("a.test", "/x").status_code == 200
+
+
+def test_the_version_check_accepts_any_layout_and_key_order(edge, make_origin):
+    origin = make_origin("a")
+    bundle = make_bundle(
+        tenant("b", ["b.test"], origin.address), tenant("a", ["a.test", "*.w.test"], origin.address)
+    )
+    shuffled = {key: bundle[key] for key in ("wildcards", "version", "tenants", "hosts", "format")}
+    shuffled["tenants"] = dict(reversed(list(bundle["tenants"].items())))
+    response = edge.admin.post("/config", content=json.dumps(shuffled, indent=1))
+    assert response.status_code == 200, response.text
+    assert edge.admin.get("/config").json()["version"] == bundle["version"]
+
+
 def test_hot_apply_without_reload_and_without_failed_requests(edge, make_origin):
     origin = make_origin("h")
     bundle = make_bundle(tenant("h", ["h.test"], origin.address))

@@ -91,6 +91,28 @@ def test_purge_unknown_tenant_and_bad_body(cached):
     assert edge.purge({"tenant": "a", "prefix": "img"}).status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"all": True, "prefix": "/img/"}, "one kind per request"),
+        ({"urls": ["/a"], "tag": "t1"}, "one kind per request"),
+        ({"urls": []}, "non-empty list"),
+        ({"urls": ["/a"] * 1001}, "more than the limit of 1000"),
+        ({"urls": ["/" + "a" * 8192]}, "longer than the limit of 8192"),
+        ({"prefix": "/" + "p" * 8192}, "longer than the limit of 8192"),
+        ({"tag": "t" * 1025}, "longer than the limit of 1024"),
+        ({"tag": "two tags"}, "without spaces or commas"),
+        ({"all": False}, "all: must be true"),
+    ],
+)
+def test_ambiguous_or_oversized_purges_are_refused_and_purge_nothing(cached, body, message):
+    edge, paths = cached
+    response = edge.purge({"tenant": "a", **body})
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert set(statuses(edge, paths).values()) == {"HIT"}
+
+
 def test_purge_all_survives_a_restart(make_node, make_origin):
     origin = make_origin("r")
     node = make_node("restart")

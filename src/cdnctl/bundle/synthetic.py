@@ -7,7 +7,13 @@ import copy
 import hashlib
 from typing import Any
 
-from cdnctl.bundle.format import BUNDLE_FORMAT, bundle_json, canonical_json, sha256_tag
+from cdnctl.bundle.format import (
+    BUNDLE_FORMAT,
+    bundle_json,
+    canonical_json,
+    manifest_version,
+    sha256_tag,
+)
 
 
 def tenant(
@@ -23,6 +29,10 @@ def tenant(
     respect_origin: bool = True,
     stale_if_error: int = 86400,
     stale_while_revalidate: int = 0,
+    heuristic: bool = False,
+    heuristic_max: int = 86400,
+    targeted_field: str | None = None,
+    targeted_field_to_client: bool = False,
     query_mode: str = "all",
     query_keep: list[str] | None = None,
     rules: list[dict[str, Any]] | None = None,
@@ -63,6 +73,10 @@ def tenant(
             "respect_origin": respect_origin,
             "stale_if_error": stale_if_error,
             "stale_while_revalidate": stale_while_revalidate,
+            "heuristic": heuristic,
+            "heuristic_max": heuristic_max,
+            "targeted_field": targeted_field,
+            "targeted_field_to_client": targeted_field_to_client,
             "query_string": {"mode": query_mode, "keep": sorted(query_keep or [])},
             "rules": [
                 {"ttl": None, "bypass": False, "cache_set_cookie": False, **rule}
@@ -96,7 +110,7 @@ def make_bundle(*tenants: dict[str, Any]) -> dict[str, Any]:
         "wildcards": dict(sorted(wildcards.items())),
         "tenants": {t["id"]: copy.deepcopy(t) for t in sorted(tenants, key=lambda t: t["id"])},
     }
-    bundle["version"] = sha256_tag(canonical_json(bundle))
+    bundle["version"] = manifest_version(bundle)
     return bundle
 
 

@@ -1,4 +1,5 @@
--- Validation of a resolved bundle (format 1, see src/cdnctl/bundle.py) before it is applied.
+-- Validation of a resolved bundle (format 1, see src/cdnctl/bundle/format.py) before it is
+-- applied.
 local cjson = require "cjson.safe"
 local sha256 = require "cdnctl.sha256"
 
@@ -7,10 +8,15 @@ local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
 local next = next
+local getmetatable = getmetatable
 local floor = math.floor
 local find = string.find
 local sub = string.sub
 local byte = string.byte
+local gsub = string.gsub
+local format = string.format
+local concat = table.concat
+local sort = table.sort
 local null = cjson.null
 
 local _M = {}
@@ -217,6 +223,135 @@ function _M.check_index(b, present, changed, running)
     return nil
 end
 
+-- The bundle's version contract (src/cdnctl/bundle/format.py, manifest_version): version =
+-- SHA-256 of the canonical JSON of the bundle without `version` and with every tenant
+-- replaced by its digest. Checked before anything is written, so an edge never reports a
+-- version that its bundle does not have (plan --edge and the rollout's skip-if-same trust it).
+
+-- JSON string escapes of Python's json.dumps(ensure_ascii=False): only '"', '\' and
+-- control characters are escaped; everything else (UTF-8 included) is kept as it is.
+local SHORT_ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+    ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+
+local function escape_char(c)
+    return SHORT_ESCAPES[c] or format("\\u%04x", byte(c))
+end
+
+local canonical
+
+local function canonical_string(s)
+    return '"' .. gsub(s, '[%z\1-\31"\\]', escape_char) .. '"'
+end
+
+-- canonical_json of a decoded JSON value: sorted keys, compact separators. Only needed for
+-- bundles sent in another layout than cdnctl's own (see manifest_text).
+canonical = function(v)
+    local kind = type(v)
+    if kind == "string" then
+        return canonical_string(v)
+    elseif kind == "number" then
+        if v == floor(v) and v > -2^53 and v < 2^53 then
+            return format("%d", v)
+        end
+        return format("%.17g", v)
+    elseif kind == "boolean" then
+        return v and "true" or "false"
+    elseif v == null or v == nil then
+        return "null"
+    end
+    local n = #v
+    local array_mt = cjson.array_mt -- set on decoded empty arrays only where cjson has it
+    if n > 0 or array_mt and next(v) == nil and getmetatable(v) == array_mt then
+        local out = {}
+        for i = 1, n do
+            out[i] = canonical(v[i])
+        end
+        return "[" .. concat(out, ",") .. "]"
+    end
+    local keys, out = {}, {}
+    for k in pairs(v) do
+        keys[#keys + 1] = k
+    end
+    sort(keys)
+    for i, k in ipairs(keys) do
+        out[i] = canonical_string(k) .. ":" .. canonical(v[k])
+    end
+    return "{" .. concat(out, ",") .. "}"
+end
+
+-- The manifest's tenants member for the ids in the given order.
+local function tenants_member(ids, count, digests)
+    local out = {}
+    for i = 1, count do
+        local id = ids[i]
+        local digest = digests[id]
+        if type(digest) ~= "string" then
+            return nil, "tenant " .. id .. ": digest: must be sha256:<64 hex>"
+        end
+        out[i] = canonical_string(id) .. ":" .. canonical_string(digest)
+    end
+    return '"tenants":{' .. concat(out, ",") .. "}"
+end
+
+-- The manifest's bytes straight from the text cdnctl wrote (already canonical, tenants in
+-- sorted order), or nil when the skeleton does not have that exact shape.
+local function manifest_from_text(parts, tenants)
+    local text = parts.skeleton_text
+    local version = '"version":' .. canonical_string(parts.skeleton.version)
+    local at = find(text, version, 1, true)
+    local open = find(text, '"tenants":{}', 1, true)
+    if not at or not open or at < open then
+        return nil
+    end
+    local cut_from, cut_to = at, at + #version - 1
+    if byte(text, cut_to + 1) == 44 then -- ","
+        cut_to = cut_to + 1
+    elseif byte(text, cut_from - 1) == 44 then
+        cut_from = cut_from - 1
+    end
+    return sub(text, 1, open - 1) .. tenants .. sub(text, open + 12, cut_from - 1)
+        .. sub(text, cut_to + 1)
+end
+
+-- The manifest canonicalised from the decoded skeleton: for bundles in another layout or
+-- order than cdnctl's own.
+local function manifest_from_skeleton(parts, digests)
+    local ids = {}
+    for i = 1, parts.count do
+        ids[i] = parts.ids[i]
+    end
+    sort(ids)
+    local members = { (tenants_member(ids, parts.count, digests)) }
+    for k, v in pairs(parts.skeleton) do
+        if k ~= "version" and k ~= "tenants" then
+            members[#members + 1] = canonical_string(k) .. ":" .. canonical(v)
+        end
+    end
+    sort(members) -- each starts with its quoted name (plain words here): sorted by name
+    return "{" .. concat(members, ",") .. "}"
+end
+
+-- nil when the bundle's version is the SHA-256 of its manifest, else the error to refuse it
+-- with. `digests`: id -> digest of every tenant of the bundle.
+function _M.check_version(parts, digests)
+    local tenants, err = tenants_member(parts.ids, parts.count, digests)
+    if not tenants then
+        return err
+    end
+    local version = parts.skeleton.version
+    local fast = parts.raw and manifest_from_text(parts, tenants)
+    if fast and "sha256:" .. sha256.hex(fast) == version then
+        return nil
+    end
+    local expected = "sha256:" .. sha256.hex(manifest_from_skeleton(parts, digests))
+    if expected ~= version then
+        return "version: " .. version .. " is not the SHA-256 of this bundle's manifest ("
+            .. expected .. "): the bundle was changed after `cdnctl compile` (or built by "
+            .. "hand); compile it again and send that"
+    end
+    return nil
+end
+
 local TENANTS_OPEN = '"tenants":{\n'
 
 -- A taken-apart bundle: tenant i is ids[i]; _M.text(parts, i) is its JSON text and
@@ -276,7 +411,7 @@ local function split_decoded(raw)
 end
 
 -- Takes a bundle apart without decoding its tenants. In the line layout cdnctl writes
--- (src/cdnctl/bundle.py, bundle_json), every tenant is one line `"<id>":{...}[,]`; only
+-- (src/cdnctl/bundle/format.py, bundle_json), every tenant is one line `"<id>":{...}[,]`; only
 -- the rest (format, version, host indexes) is decoded here, and a tenant's text is copied
 -- out of the body (and decoded) only when its fingerprint differs from the running one.
 -- Returns the parts (see parts_of) or nil, error. `pace`, if given, is called per tenant

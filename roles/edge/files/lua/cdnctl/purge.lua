@@ -323,23 +323,74 @@ function _M.all(tenant)
     return purged
 end
 
--- Validates a purge request body; returns kind and argument, or nil and an error.
+-- Limits of one purge request (README, "Admin API"). A path longer than the request line
+-- nginx accepts (large_client_header_buffers 8k) can never have been cached.
+local MAX_PATH = 8192
+local MAX_TAG = 1024
+local MAX_URLS = 1000
+local KINDS = { "urls", "prefix", "tag", "all" }
+
+local function check_path(what, path)
+    if type(path) ~= "string" or sub(path, 1, 1) ~= "/" then
+        return what .. ": must be a path starting with /"
+    end
+    if #path > MAX_PATH then
+        return what .. ": " .. #path .. " bytes, longer than the limit of " .. MAX_PATH
+    end
+    return nil
+end
+
+-- Validates a purge request body: exactly one kind, within the limits. Returns kind and
+-- argument, or nil and an error.
 function _M.parse(body)
     if type(body) ~= "table" or type(body.tenant) ~= "string" then
         return nil, "body must be {\"tenant\": ID, ...}"
     end
-    if type(body.urls) == "table" then
-        for _, u in ipairs(body.urls) do
-            if type(u) ~= "string" or sub(u, 1, 1) ~= "/" then
-                return nil, "urls: each must be a path starting with /"
+    local kind
+    for _, name in ipairs(KINDS) do
+        if body[name] ~= nil then
+            if kind then
+                return nil, "one kind per request: both " .. kind .. " and " .. name
+                    .. " given (send two requests)"
+            end
+            kind = name
+        end
+    end
+    if kind == "urls" then
+        local urls = body.urls
+        if type(urls) ~= "table" or #urls == 0 then
+            return nil, "urls: must be a non-empty list of paths"
+        end
+        if #urls > MAX_URLS then
+            return nil, "urls: " .. #urls .. " paths, more than the limit of " .. MAX_URLS
+                .. " per request (split them, or purge by prefix or tag)"
+        end
+        for _, u in ipairs(urls) do
+            local err = check_path("urls", u)
+            if err then
+                return nil, err
             end
         end
-        return "urls", body.urls
-    elseif type(body.prefix) == "string" and sub(body.prefix, 1, 1) == "/" then
+        return "urls", urls
+    elseif kind == "prefix" then
+        local err = check_path("prefix", body.prefix)
+        if err then
+            return nil, err
+        end
         return "prefix", body.prefix
-    elseif type(body.tag) == "string" and body.tag ~= "" and not find(body.tag, "[%s,]") then
-        return "tag", body.tag
-    elseif body.all == true then
+    elseif kind == "tag" then
+        local tag = body.tag
+        if type(tag) ~= "string" or tag == "" or find(tag, "[%s,]") then
+            return nil, "tag: must be one non-empty tag without spaces or commas"
+        end
+        if #tag > MAX_TAG then
+            return nil, "tag: " .. #tag .. " bytes, longer than the limit of " .. MAX_TAG
+        end
+        return "tag", tag
+    elseif kind == "all" then
+        if body.all ~= true then
+            return nil, "all: must be true"
+        end
         return "all", true
     end
     return nil, "need one of urls (list), prefix (/...), tag or all: true"

@@ -394,6 +394,10 @@ local function apply_now(raw, meta, from_disk, body_file)
     if ierr then
         return nil, ierr
     end
+    local verr = bundle.check_version(parts, diff.digests)
+    if verr then
+        return nil, verr
+    end
     local previous = _M.meta()
     meta.version = parts.skeleton.version
     meta.tenants = parts.count
