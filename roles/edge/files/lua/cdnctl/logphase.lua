@@ -23,22 +23,28 @@ local function upstream_seconds(raw)
     return total
 end
 
+-- "502, 200" after a retry: the last answer is the one served (or stored).
+local function last_status(raw)
+    return raw and tonumber(match(raw, "(%d%d%d)[^%d]*$"))
+end
+
 function _M.log()
     local tenant = var.cdn_tenant
     if tenant == "" then
         tenant = "_unknown"
     end
     local cache_status = var.upstream_cache_status
-    local origin_seconds
+    local origin_seconds, origin_status
     if cache_status ~= "HIT" then
-        -- A cache HIT has no upstream state: no address, no response time.
+        -- A cache HIT has no upstream state: no address, no response time, no status.
         if not cache_status then
             cache_status = var.upstream_addr and "BYPASS" or "NONE"
         end
         origin_seconds = upstream_seconds(var.upstream_response_time)
+        origin_status = last_status(var.upstream_status)
     end
     metrics.record(tenant, ngx.status, cache_status, tonumber(var.bytes_sent) or 0,
-        origin_seconds)
+        origin_seconds, origin_status)
 
     if STORING[cache_status] and var.cdn_bypass ~= "1" then
         local cc = var.upstream_http_cache_control

@@ -34,6 +34,7 @@ local SEP = "\t"
 local requests = {} -- tenant -> status class -> cache status -> count
 local bytes_sent = {} -- tenant -> bytes
 local histograms = {} -- tenant -> { count =, sum =, [bucket index] = count }
+local origin_statuses = {} -- tenant -> origin status label -> count
 local dirty = false
 
 -- "2xx" etc. per status code, computed once per code.
@@ -42,6 +43,21 @@ local CLASSES = setmetatable({}, {
         local class = status >= 100 and (status - status % 100) / 100 .. "xx" or "0xx"
         classes[status] = class
         return class
+    end,
+})
+
+-- The status label of an origin (next tier) response: the codes an operator acts on keep
+-- their own series, any other code its class, so a tenant has at most about 20 series.
+local ORIGIN_CODES = {
+    [200] = true, [204] = true, [206] = true, [301] = true, [302] = true, [304] = true,
+    [400] = true, [401] = true, [403] = true, [404] = true, [408] = true, [410] = true,
+    [429] = true, [500] = true, [502] = true, [503] = true, [504] = true,
+}
+local ORIGIN_STATUSES = setmetatable({}, {
+    __index = function(labels, status)
+        local label = ORIGIN_CODES[status] and tostring(status) or CLASSES[status]
+        labels[status] = label
+        return label
     end,
 })
 
@@ -61,8 +77,8 @@ function _M.flush()
     if not dirty then
         return
     end
-    local reqs, bytes, hists = requests, bytes_sent, histograms
-    requests, bytes_sent, histograms = {}, {}, {}
+    local reqs, bytes, hists, origins = requests, bytes_sent, histograms, origin_statuses
+    requests, bytes_sent, histograms, origin_statuses = {}, {}, {}, {}
     dirty = false
     for tenant, classes in pairs(reqs) do
         for class, statuses in pairs(classes) do
@@ -85,6 +101,11 @@ function _M.flush()
         incr("hc" .. SEP .. tenant, h.count)
         incr("hs" .. SEP .. tenant, h.sum)
     end
+    for tenant, statuses in pairs(origins) do
+        for status, n in pairs(statuses) do
+            incr("o" .. SEP .. tenant .. SEP .. status, n)
+        end
+    end
 end
 
 function _M.start_flusher()
@@ -94,7 +115,9 @@ function _M.start_flusher()
     end
 end
 
-function _M.record(tenant, status, cache_status, bytes, origin_seconds)
+-- origin_seconds and origin_status are nil when no next tier answered (a cache HIT, or an
+-- answer the edge gave itself).
+function _M.record(tenant, status, cache_status, bytes, origin_seconds, origin_status)
     dirty = true
     local classes = requests[tenant]
     if not classes then
@@ -123,6 +146,15 @@ function _M.record(tenant, status, cache_status, bytes, origin_seconds)
         h.count = h.count + 1
         h.sum = h.sum + origin_seconds
     end
+    if origin_status then
+        local statuses = origin_statuses[tenant]
+        if not statuses then
+            statuses = {}
+            origin_statuses[tenant] = statuses
+        end
+        local label = ORIGIN_STATUSES[origin_status]
+        statuses[label] = (statuses[label] or 0) + 1
+    end
 end
 
 local function label(value)
@@ -138,7 +170,7 @@ end
 
 function _M.render(config_meta)
     _M.flush()
-    local requests, bytes, hist_tenants = {}, {}, {}
+    local requests, bytes, hist_tenants, origins = {}, {}, {}, {}
     local buckets, counts, sums, memory = {}, {}, {}, {}
     for _, key in ipairs(dict:get_keys(0)) do
         local value = dict:get(key)
@@ -161,6 +193,10 @@ function _M.render(config_meta)
                 hist_tenants[rest] = true
             elseif kind == "hs" then
                 sums[rest] = value
+            elseif kind == "o" then
+                local tenant, status = match(rest, "^(.-)\t(.*)$")
+                insert(origins, format("cdn_origin_responses_total{tenant=\"%s\",status=\"%s\"} %s",
+                    label(tenant), status, fmt(value)))
             elseif kind == "m" then
                 insert(memory, format("cdn_lua_memory_bytes{worker=\"%s\"} %s", label(rest),
                     fmt(floor(value))))
@@ -179,6 +215,13 @@ function _M.render(config_meta)
     insert(out, "# HELP cdn_response_bytes_total Bytes sent to clients, by tenant.")
     insert(out, "# TYPE cdn_response_bytes_total counter")
     for _, line in ipairs(bytes) do
+        insert(out, line)
+    end
+    sort(origins)
+    insert(out, "# HELP cdn_origin_responses_total Responses from the next tier (shield or "
+        .. "origin), by tenant and status code (rare codes by class).")
+    insert(out, "# TYPE cdn_origin_responses_total counter")
+    for _, line in ipairs(origins) do
         insert(out, line)
     end
     insert(out, "# HELP cdn_origin_response_seconds Time to get a response from the next tier.")
