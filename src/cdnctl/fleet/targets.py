@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT, Edge
 
 EDGE_GROUPS = ("edge", "shield")
 
 
-def edges_from_inventory(inventory: Path, groups: Sequence[str] = EDGE_GROUPS) -> list[Edge]:
-    """Edges and shields of an Ansible inventory (any format ansible-inventory reads)."""
+def ansible_tool(name: str) -> str:
+    """An Ansible command: the one installed next to this Python (the venv), else PATH's."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.is_file() else name
+
+
+def inventory_json(inventory: Path) -> dict[str, Any]:
+    """`ansible-inventory --list` of an inventory (any format ansible-inventory reads)."""
     proc = subprocess.run(
-        ["ansible-inventory", "-i", str(inventory), "--list"],
+        [ansible_tool("ansible-inventory"), "-i", str(inventory), "--list"],
         capture_output=True,
         text=True,
         check=False,
     )
     if proc.returncode != 0:
         raise ValueError(f"ansible-inventory failed for {inventory}: {proc.stderr.strip()}")
-    data = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def edges_from_inventory(inventory: Path, groups: Sequence[str] = EDGE_GROUPS) -> list[Edge]:
+    """Edges and shields of an Ansible inventory (any format ansible-inventory reads)."""
+    data = inventory_json(inventory)
     hostvars = data.get("_meta", {}).get("hostvars", {})
     names: list[str] = []
     for group in groups:

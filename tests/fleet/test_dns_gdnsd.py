@@ -1,0 +1,235 @@
+"""GeoDNS against a real gdnsd: two regions with one real nginx edge each, two DNS hosts.
+
+Every server listens on 127.0.0.0/8: edges on 127.0.0.11 (eu) and 127.0.0.12 (us), with
+the admin listener (GET /health) on the same address as the public one, as on real hosts
+where gdnsd checks the address it hands out. Failover and drain times are printed (the
+Molecule scenario holds them to 5 s); the bounds asserted here are generous.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cdnctl.edge.nginx_conf import NodeSettings
+from cdnctl.edge.runner import EdgeNode, free_port
+from cdnctl.fleet import dns, drain
+from cdnctl.fleet.targets import inventory_json
+from tests.fleet.conftest import Gdnsd, query, wait_for
+
+REGIONS = {"eu": ("127.0.0.11", "192.0.2.0/24"), "us": ("127.0.0.12", "198.51.100.0/24")}
+BOUND = 30.0  # seconds: far above the 2-3 s the lab health settings give
+
+SETTINGS = {
+    "domain": "cdn.test",
+    "edge_ttl": 5,
+    "tenant_ttl": 30,
+    "regions": {region: {"nets": [subnet]} for region, (_, subnet) in REGIONS.items()},
+    "health": {"interval": 2, "timeout": 1, "up_thresh": 2, "ok_thresh": 1, "down_thresh": 1},
+    "serve_tenant_domains": True,
+}
+TENANTS = [
+    dns.TenantNames("customer-a", ("cdn.customer-a.test",)),
+    dns.TenantNames("customer-c", ("*.cdn.customer-c.test", "cdn.customer-c.test")),
+]
+
+
+@dataclass
+class Lab:
+    inventory: Path
+    edges: dict[str, EdgeNode]
+    servers: list[Gdnsd]
+    fleet: dns.Fleet
+
+    @property
+    def hosts(self) -> dns.DnsHosts:
+        return dns.DnsHosts(self.inventory)
+
+    def answers(self, region: str, name: str = "edge.cdn.test") -> list[list[str]]:
+        """What every DNS host answers a client of `region`."""
+        return [query(s.port, name, REGIONS[region][1]) for s in self.servers]
+
+    def all_answer(self, region: str, address: str) -> bool:
+        return all(answer == [address] for answer in self.answers(region))
+
+
+def health_port() -> int:
+    port = free_port("127.0.0.11")
+    while not _free("127.0.0.12", port):
+        port = free_port("127.0.0.11")
+    return port
+
+
+def _free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    base = tmp_path_factory.mktemp("dnslab")
+    admin_port = health_port()
+    edges = {}
+    servers = [Gdnsd("dns-eu"), Gdnsd("dns-us")]
+    try:
+        for region, (address, _) in REGIONS.items():
+            settings = NodeSettings(
+                prefix=base / f"{region}-edge-1",
+                listen=f"{address}:{free_port(address)}",
+                admin_listen=f"{address}:{admin_port}",
+                admin_token="dns-test-admin-token",
+                workers=1,
+            )
+            edges[f"{region}-edge-1"] = EdgeNode(settings).start()
+        inventory = base / "inventory"
+        (inventory / "group_vars" / "all").mkdir(parents=True)
+        (inventory / "group_vars" / "all" / "dns.yml").write_text(
+            yaml.safe_dump({"cdn_dns": SETTINGS})
+        )
+        local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        hosts = {
+            "edge": {
+                f"{region}-edge-1": {
+                    "cdn_region": region,
+                    "cdn_public_address": address,
+                    "cdn_admin_api_port": admin_port,
+                }
+                for region, (address, _) in REGIONS.items()
+            },
+            "dns": {
+                f"{region}-dns-1": {
+                    **local,
+                    "cdn_region": region,
+                    "cdn_public_address": "127.0.0.1",
+                    "geodns_state_dir": str(server.state_dir),
+                    "geodns_config_dir": str(server.config_dir),
+                }
+                for region, server in zip(REGIONS, servers, strict=True)
+            },
+        }
+        (inventory / "hosts.yml").write_text(
+            yaml.safe_dump({"all": {"children": {g: {"hosts": h} for g, h in hosts.items()}}})
+        )
+        settings = dns.load_settings(inventory)
+        fleet = dns.fleet_from_inventory(inventory_json(inventory))
+        zones = dns.render_zones(settings, fleet, TENANTS)
+        for server in servers:
+            dns.write_tree(
+                server.config_dir, dns.render_config(settings, fleet, server.server), zones
+            )
+            checked = server.checkconf()
+            assert checked.returncode == 0, checked.stderr
+            server.start()
+        result = Lab(inventory, edges, servers, fleet)
+        for region, (address, _) in REGIONS.items():
+            wait_for(lambda r=region, a=address: result.all_answer(r, a), BOUND)
+        yield result
+    finally:
+        for server in servers:
+            server.stop()
+        for edge in edges.values():
+            edge.stop()
+
+
+def test_every_dns_host_sends_each_region_to_its_edge(lab: Lab) -> None:
+    for region, (address, _) in REGIONS.items():
+        assert lab.answers(region) == [[address], [address]]
+        pinned = [query(s.port, f"edge-{region}.cdn.test") for s in lab.servers]
+        assert pinned == [[address], [address]]
+
+
+def test_tenant_names_and_test_domains(lab: Lab) -> None:
+    port = lab.servers[0].port
+    assert query(port, "customer-a.cdn.test", rtype="CNAME") == ["edge.cdn.test."]
+    eu = REGIONS["eu"][1]
+    assert query(port, "cdn.customer-a.test", eu) == [REGIONS["eu"][0]]
+    assert query(port, "img.cdn.customer-c.test", REGIONS["us"][1]) == [REGIONS["us"][0]]
+    assert query(port, "cdn.customer-c.test", eu) == [REGIONS["eu"][0]]
+
+
+def test_a_stopped_edge_hands_its_clients_to_the_next_region(lab: Lab) -> None:
+    eu_edge = lab.edges["eu-edge-1"]
+    us_address = REGIONS["us"][0]
+    eu_edge.stop()
+    try:
+        seconds = wait_for(lambda: lab.all_answer("eu", us_address), BOUND)
+        print(f"\nfailover: eu clients on the us edge {seconds:.2f} s after its nginx stopped")
+    finally:
+        eu_edge.start()
+    seconds = wait_for(lambda: lab.all_answer("eu", REGIONS["eu"][0]), BOUND)
+    print(f"recovery: eu clients back on the eu edge {seconds:.2f} s after it started")
+
+
+def test_region_drain_and_undrain_on_every_dns_host(lab: Lab) -> None:
+    start = time.monotonic()
+    result = drain.set_drain(lab.hosts, lab.fleet, "eu", drain=True)
+    landed = time.monotonic()
+    assert result.ok, result.hosts
+    assert result.after.regions == {"eu"}
+    try:
+        wait_for(lambda: lab.all_answer("eu", REGIONS["us"][0]), BOUND)
+        print(
+            f"\ndrain eu: effective on both DNS hosts {time.monotonic() - start:.2f} s after "
+            f"the command started ({time.monotonic() - landed:.2f} s after admin_state landed)"
+        )
+        with pytest.raises(drain.DrainRefused, match="no edge of the fleet"):
+            drain.set_drain(lab.hosts, lab.fleet, "us", drain=True)
+        assert lab.answers("us") == [[REGIONS["us"][0]]] * 2
+    finally:
+        started = time.monotonic()
+        undone = drain.set_drain(lab.hosts, lab.fleet, "eu", drain=False)
+    assert undone.ok and undone.after == drain.Drains()
+    wait_for(lambda: lab.all_answer("eu", REGIONS["eu"][0]), BOUND)
+    print(f"undrain eu: effective {time.monotonic() - started:.2f} s after the command started")
+
+
+def test_draining_a_regions_last_edge_needs_force(lab: Lab) -> None:
+    with pytest.raises(drain.DrainRefused, match="region eu would have no edge"):
+        drain.set_drain(lab.hosts, lab.fleet, "eu-edge-1", drain=True)
+    assert drain.current_state(lab.hosts).drains == drain.Drains()
+    forced = drain.set_drain(lab.hosts, lab.fleet, "eu-edge-1", drain=True, force=True)
+    try:
+        assert forced.after.edges == {"eu-edge-1"}
+        seconds = wait_for(lambda: lab.all_answer("eu", REGIONS["us"][0]), BOUND)
+        print(f"\nforced drain of eu-edge-1: {seconds:.2f} s")
+        states = {r.host: json.loads(r.stdout) for r in lab.hosts.states()}
+        for host_states in states.values():
+            assert host_states[f"{REGIONS['eu'][0]}/edge_health"]["state"].startswith("DOWN")
+            assert host_states[f"{REGIONS['eu'][0]}/edge_health"]["real_state"].startswith("UP")
+    finally:
+        drain.set_drain(lab.hosts, lab.fleet, "eu-edge-1", drain=False)
+    wait_for(lambda: lab.all_answer("eu", REGIONS["eu"][0]), BOUND)
+
+
+def test_a_broken_zone_never_replaces_a_working_one(lab: Lab) -> None:
+    server = lab.servers[0]
+    zone = server.config_dir / "zones" / "cdn.test"
+    good = zone.read_text()
+    zone.write_text(good + "broken-record 30 CNAME\n")
+    try:
+        assert server.checkconf().returncode != 0
+        assert server.ctl("reload-zones").returncode != 0
+        assert query(server.port, "customer-a.cdn.test", rtype="CNAME") == ["edge.cdn.test."]
+    finally:
+        zone.write_text(good)
+    assert server.ctl("reload-zones").returncode == 0
+
+
+def test_acme_dns_01_payloads_are_served_by_every_dns_host(lab: Lab) -> None:
+    payload = "x" * 43  # a base64url SHA-256, as ACME clients send
+    results = lab.hosts.acme_dns_01({"_acme-challenge.cdn.test": payload})
+    assert all(r.ok for r in results), results
+    for server in lab.servers:
+        assert query(server.port, "_acme-challenge.cdn.test", rtype="TXT") == [f'"{payload}"']
