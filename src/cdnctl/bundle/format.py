@@ -41,7 +41,8 @@ Shape (format 1)::
           "shield": true,
           "methods": ["GET", "HEAD", "OPTIONS"],                  # others: 405
           "tls": {"certificate": "acme" | "custom" | "none",
-                  "cert_file": null | "path", "key_vault": null | "$ANSIBLE_VAULT;..."},
+                  "cert_file": null | "path", "key_vault": null | "$ANSIBLE_VAULT;...",
+                  "redirect_http": false},
           "rate_limit": null | {"requests_per_second": 100, "burst": 200},
           "purge_tokens_env": ["VAR", ...],
           "digest": "sha256:<hex of this tenant's canonical JSON without digest>"

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Literal
 
 import jinja2
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+
+from cdnctl.edge.pki import self_signed_pem
 
 REPO_ROOT = Path(__file__).resolve().parents[3]  # the checkout: src/cdnctl/edge/ is 3 below
 TEMPLATES_DIR = REPO_ROOT / "templates" / "nginx"
@@ -48,6 +50,13 @@ class NodeSettings(BaseModel):
     mode: Literal["edge", "shield"] = "edge"
     prefix: Path = Field(description="private nginx prefix (conf/, logs/, run/, ...)")
     listen: str = "127.0.0.1:8080"
+    https_listen: str | None = Field(None, description="HOST:PORT of the TLS listener")
+    # The certificate for names no tenant certificate covers (and clients without SNI).
+    # None: a self-signed one made once in PREFIX/conf (default.crt, default.key 0600).
+    default_cert: Path | None = None
+    default_key: Path | None = None
+    certs_dict_size: str = "64m"  # about 5 KB per tenant certificate
+    tls_session_cache: str = "16m"  # about 4000 sessions per megabyte
     admin_listen: str = "127.0.0.1:8081"
     admin_token: SecretStr
     cache_path: Path | None = None  # default: PREFIX/cache
@@ -86,6 +95,17 @@ class NodeSettings(BaseModel):
     def _listen(cls, value: str) -> str:
         return _check_hostport(value)
 
+    @field_validator("https_listen")
+    @classmethod
+    def _https_listen(cls, value: str | None) -> str | None:
+        return None if value is None else _check_hostport(value)
+
+    @model_validator(mode="after")
+    def _default_certificate(self) -> NodeSettings:
+        if (self.default_cert is None) != (self.default_key is None):
+            raise ValueError("default_cert and default_key: give both or neither")
+        return self
+
     @field_validator("shields")
     @classmethod
     def _shields(cls, value: list[str]) -> list[str]:
@@ -98,6 +118,18 @@ class NodeSettings(BaseModel):
     @property
     def effective_state_dir(self) -> Path:
         return (self.state_dir or self.prefix / "state").absolute()
+
+    @property
+    def default_cert_path(self) -> Path:
+        return (self.default_cert or self.conf_dir / "default.crt").absolute()
+
+    @property
+    def default_key_path(self) -> Path:
+        return (self.default_key or self.conf_dir / "default.key").absolute()
+
+    @property
+    def https_port(self) -> int | None:
+        return int(self.https_listen.rpartition(":")[2]) if self.https_listen else None
 
     @property
     def conf_dir(self) -> Path:
@@ -153,6 +185,7 @@ def lua_settings(settings: NodeSettings) -> dict[str, object]:
         "resolve": dict(sorted(settings.resolve.items())),
         "state_dir": str(settings.effective_state_dir),
         "token_file": str(settings.token_file),
+        "https_port": settings.https_port,
     }
 
 
@@ -163,6 +196,16 @@ def _write_private(path: Path, data: str) -> None:
         handle.write(data)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def _ensure_self_signed(cert: Path, key: Path) -> None:
+    """A self-signed default certificate, made once: what a client asking for a name no
+    tenant certificate covers gets (it fails verification, as it should)."""
+    if cert.exists() and key.exists():
+        return
+    pem_cert, pem_key = self_signed_pem(["default.cdnctl.invalid"], days=3650)
+    _write_private(key, pem_key.decode())
+    cert.write_bytes(pem_cert)
 
 
 def write_instance(settings: NodeSettings) -> Path:
@@ -186,6 +229,8 @@ def write_instance(settings: NodeSettings) -> Path:
             os.chown(path, entry.pw_uid, entry.pw_gid)
             for child in path.iterdir():
                 os.chown(child, entry.pw_uid, entry.pw_gid)
+    if settings.https_listen and settings.default_cert is None:
+        _ensure_self_signed(settings.default_cert_path, settings.default_key_path)
     _write_private(settings.token_file, settings.admin_token.get_secret_value() + "\n")
     _write_private(
         settings.settings_file, json.dumps(lua_settings(settings), indent=2, sort_keys=True)

@@ -68,6 +68,7 @@ def effective_tenant(tenant: Tenant) -> dict[str, Any]:
             "certificate": tenant.tls.certificate,
             "cert_file": tenant.tls.cert_file,
             "key_vault": str(tenant.tls.key) if tenant.tls.key is not None else None,
+            "redirect_http": tenant.tls.redirect_http,
         },
         "rate_limit": None
         if rate is None

@@ -182,6 +182,9 @@ class Tls(Strict):
     certificate: Literal["acme", "custom", "none"] = "acme"
     cert_file: str | None = Field(None, description="PEM chain (custom certificates).")
     key: VaultSecret | None = Field(None, description="vault-encrypted private key (custom).")
+    redirect_http: bool = Field(
+        False, description="Send plain HTTP to HTTPS (301/308); ACME challenges excepted."
+    )
 
     @model_validator(mode="after")
     def _custom_needs_files(self) -> Tls:

@@ -1,10 +1,11 @@
 -- Management listener: /health (open), /config, /config/tenants (digest per tenant),
--- /metrics, /purge (bearer token).
+-- /metrics, /purge, /certificates, /acme-challenges (bearer token).
 local cjson = require "cjson.safe"
 local node = require "cdnctl.node"
 local store = require "cdnctl.store"
 local purge = require "cdnctl.purge"
 local metrics = require "cdnctl.metrics"
+local certs = require "cdnctl.certs"
 local sha256 = require "cdnctl.sha256"
 local respond = require "cdnctl.respond"
 
@@ -120,6 +121,26 @@ local function post_purge(token)
     return respond.json(200, { tenant = tenant.id, kind = kind, purged = purged, note = note })
 end
 
+local function post_certificates()
+    local body = cjson.decode(read_body() or "")
+    local result, err, status = certs.change(body)
+    if not result then
+        ngx.log(ngx.WARN, "cdnctl: certificates rejected: ", err)
+        return respond.json(status or 400, { error = err })
+    end
+    ngx.log(ngx.NOTICE, "cdnctl: certificates: ", result.set, " set, ", result.removed,
+        " removed, ", result.certificates, " served")
+    return respond.json(200, result)
+end
+
+local function post_challenges()
+    local result, err = certs.change_challenges(cjson.decode(read_body() or ""))
+    if not result then
+        return respond.json(400, { error = err })
+    end
+    return respond.json(200, result)
+end
+
 function _M.handle()
     local method = ngx.req.get_method()
     local uri = var.uri
@@ -144,9 +165,18 @@ function _M.handle()
         ngx.header["Content-Type"] = "application/json"
         ngx.print(store.digests_json() or '{"version":null,"tenants":{}}')
         return
+    elseif uri == "/certificates" then
+        if method == "GET" then
+            return respond.json(200, certs.list())
+        elseif method == "POST" then
+            return post_certificates()
+        end
+        return respond.json(405, { error = "method not allowed" }, { Allow = "GET, POST" })
+    elseif uri == "/acme-challenges" and method == "POST" then
+        return post_challenges()
     elseif uri == "/metrics" and method == "GET" then
         ngx.header["Content-Type"] = "text/plain; version=0.0.4"
-        ngx.print(metrics.render(store.meta()))
+        ngx.print(metrics.render(store.meta()), certs.metrics_text())
         return
     end
     return respond.json(404, { error = "not found" })

@@ -55,6 +55,7 @@ function _M.init(settings_file)
     require "cdnctl.edge_headers"
     require "cdnctl.logphase"
     require "cdnctl.admin"
+    require("cdnctl.certs").load_persisted()
 
     require("cdnctl.purge").load_generations()
     local ok, lerr = store.load_persisted()

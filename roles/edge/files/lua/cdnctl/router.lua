@@ -5,6 +5,7 @@ local ratelimit = require "cdnctl.ratelimit"
 local respond = require "cdnctl.respond"
 local node = require "cdnctl.node"
 local request_id = require "cdnctl.request_id"
+local certs = require "cdnctl.certs"
 
 local ngx = ngx
 local var = ngx.var
@@ -50,6 +51,10 @@ function _M.route()
     end
     local id = tenant.id
     var.cdn_tenant = id
+    local tls = tenant.tls
+    if tls and tls.redirect_http == true and var.https == "" then
+        return certs.redirect_https(host)
+    end
 
     local method = get_method()
     if not tenant.method_set[method] then

@@ -1,0 +1,2 @@
+-- acme_challenge entry point: all logic lives in cdnctl.certs.
+require("cdnctl.certs").serve_challenge()
