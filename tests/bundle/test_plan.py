@@ -86,3 +86,50 @@ def test_plan_against_a_ref_without_tenants(repo):
     git(repo, "commit", "-q", "--allow-empty", "-m", "empty")
     plan = json.loads(run_plan("--base", "HEAD", "--format", "json").stdout)
     assert plan["added"] == ["change", "drop", "keep"]
+
+
+def run_validate(*args):
+    return CliRunner().invoke(app, ["validate", "--cache-dir", ".cache", "--format", "json", *args])
+
+
+def conflicts_of(result):
+    document = json.loads(result.stdout)
+    return [p for p in document["problems"] if "already" in p["reason"]]
+
+
+@pytest.mark.parametrize(
+    ("claim", "why"),
+    [
+        ("cdn.keep.test", "the same domain"),
+        ("*.keep.test", "the wildcard covers cdn.keep.test"),
+    ],
+)
+def test_validate_base_reports_a_conflict_on_the_file_the_change_adds(repo, claim, why):
+    """`bad.yaml` sorts before `keep.yaml`: without --base the conflict lands on keep.yaml,
+    whose author did nothing wrong."""
+    tenants = repo / "tenants"
+    (tenants / "bad.yaml").write_text(yaml.safe_dump(tenant_doc("bad", domains=[claim])))
+    assert [p["file"] for p in conflicts_of(run_validate())] == ["tenants/keep.yaml"]
+    result = run_validate("--base", "HEAD")
+    assert result.exit_code == 1
+    (problem,) = conflicts_of(result)
+    assert problem["file"] == "tenants/bad.yaml"
+    assert problem["field"] == "domains[0]"
+    assert "tenant 'keep' in tenants/keep.yaml" in problem["reason"]
+    assert why in problem["reason"]
+
+
+def test_validate_base_blames_an_edited_file(repo):
+    tenants = repo / "tenants"
+    edited = tenant_doc("change", domains=["cdn.change.test", "cdn.keep.test"])
+    (tenants / "change.yaml").write_text(yaml.safe_dump(edited))
+    assert [p["file"] for p in conflicts_of(run_validate())] == ["tenants/keep.yaml"]
+    git(repo, "add", "tenants/change.yaml")  # staged or not, an edit is part of the change
+    (problem,) = conflicts_of(run_validate("--base", "HEAD"))
+    assert (problem["file"], problem["field"]) == ("tenants/change.yaml", "domains[1]")
+
+
+def test_validate_base_needs_a_commit(repo):
+    result = CliRunner().invoke(app, ["validate", "--base", "no-such-ref"])
+    assert result.exit_code == 2
+    assert "cannot compare with 'no-such-ref'" in result.stderr

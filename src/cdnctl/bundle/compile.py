@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +89,7 @@ def check_tenants(
     cache_dir: Path | None = None,
     progress: Progress | None = None,
     assemble: bool = False,
+    changed: Collection[str] = frozenset(),
 ) -> CompileResult:
     """Validate every tenant file under `paths`; with `assemble`, build the bundle when valid.
 
@@ -137,7 +138,7 @@ def check_tenants(
     for result in ordered:
         problems.extend(result.problems)
     reuse_fleet = cache.fleet_clean and not claims_changed
-    fleet_problems = [] if reuse_fleet else check_fleet(ordered)
+    fleet_problems = [] if reuse_fleet else check_fleet(ordered, changed)
     problems.extend(fleet_problems)
     compiled = CompileResult(
         ordered, sorted(problems, key=lambda p: (p.file, p.line or 0, p.field))
@@ -248,9 +249,12 @@ def compile_paths(
     *,
     cache_dir: Path | None = None,
     progress: Progress | None = None,
+    changed: Collection[str] = frozenset(),
 ) -> CompileResult:
     """Validate, and when everything is valid, assemble the bundle."""
-    return check_tenants(paths, policy, cache_dir=cache_dir, progress=progress, assemble=True)
+    return check_tenants(
+        paths, policy, cache_dir=cache_dir, progress=progress, assemble=True, changed=changed
+    )
 
 
 def compile_tenants(

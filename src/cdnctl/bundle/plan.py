@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -51,6 +52,16 @@ class GitError(RuntimeError):
     pass
 
 
+def _git(cwd: Path, *args: str, stdin: bytes | None = None, check: bool = True) -> bytes:
+    proc = subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, check=False)
+    if proc.returncode != 0:
+        if not check:
+            return b""
+        message = proc.stderr.decode(errors="replace").strip()
+        raise GitError(message or f"git {args[0]} failed")
+    return proc.stdout
+
+
 def tenants_at_ref(
     ref: str, directory: Path, policy: Policy
 ) -> tuple[dict[str, dict], list[Problem]]:
@@ -58,15 +69,7 @@ def tenants_at_ref(
     cwd = directory if directory.is_dir() else Path(".")
 
     def git(*args: str, stdin: bytes | None = None, check: bool = True) -> bytes:
-        proc = subprocess.run(
-            ["git", *args], cwd=cwd, input=stdin, capture_output=True, check=False
-        )
-        if proc.returncode != 0:
-            if not check:
-                return b""
-            message = proc.stderr.decode(errors="replace").strip()
-            raise GitError(message or f"git {args[0]} failed")
-        return proc.stdout
+        return _git(cwd, *args, stdin=stdin, check=check)
 
     commit = git("rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
     top = Path(git("rev-parse", "--show-toplevel").decode().strip())
@@ -94,6 +97,27 @@ def tenants_at_ref(
         display = f"{ref}:{PurePosixPath(relative, filename)}"
         results.append(check_file(display, raw, policy))
     return _by_id(results)
+
+
+def changed_files(ref: str, directory: Path) -> set[str]:
+    """Tenant files of `directory` that the working tree adds or edits against `ref`
+    (committed, staged, unstaged or untracked), named as `cdnctl validate` names them.
+
+    Fleet-wide problems (a domain claimed twice) are then reported on these files: the
+    change is what a reviewer or a sync loop must fix, not the tenant that already owned it.
+    """
+    cwd = directory if directory.is_dir() else Path(".")
+    _git(cwd, "rev-parse", "--verify", f"{ref}^{{commit}}")
+    edited = _git(
+        cwd, "diff", "--name-only", "-z", "--diff-filter=AMR", "--relative", ref, "--", "."
+    )
+    untracked = _git(cwd, "ls-files", "-z", "--others", "--exclude-standard", "--", ".")
+    names = {name.decode() for name in (edited + untracked).split(b"\0") if name}
+    return {
+        os.path.join(str(directory), name)
+        for name in names
+        if "/" not in name and name.endswith(TENANT_SUFFIX)
+    }
 
 
 def tenants_of(results: list[FileResult]) -> dict[str, dict]:

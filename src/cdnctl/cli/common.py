@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -52,7 +53,12 @@ def policy_or_exit(inventory: Path | None) -> Policy:
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def run_compile(paths: list[Path], policy: Policy, cache_dir: Path | None) -> CompileResult:
+def run_compile(
+    paths: list[Path],
+    policy: Policy,
+    cache_dir: Path | None,
+    changed: Collection[str] = frozenset(),
+) -> CompileResult:
     if err.is_terminal:  # a progress bar only for people, and only for long work
         files, _ = tenant_files(paths)
         if len(files) >= PROGRESS_FROM:
@@ -60,9 +66,13 @@ def run_compile(paths: list[Path], policy: Policy, cache_dir: Path | None) -> Co
             with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
                 task = bar.add_task("Checking tenants", total=len(files))
                 return compile_paths(
-                    paths, policy, cache_dir=cache_dir, progress=lambda n: bar.advance(task, n)
+                    paths,
+                    policy,
+                    cache_dir=cache_dir,
+                    progress=lambda n: bar.advance(task, n),
+                    changed=changed,
                 )
-    return compile_paths(paths, policy, cache_dir=cache_dir)
+    return compile_paths(paths, policy, cache_dir=cache_dir, changed=changed)
 
 
 def print_problems(problems: list[Problem], fmt: Format) -> None:

@@ -11,7 +11,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cdnctl.bundle.plan import GitError, diff_tenants, tenants_at_ref, tenants_of
+from cdnctl.bundle.plan import (
+    GitError,
+    changed_files,
+    diff_tenants,
+    tenants_at_ref,
+    tenants_of,
+)
 from cdnctl.cli import edge as edge_cli
 from cdnctl.cli.common import (
     DEFAULT_CACHE_DIR,
@@ -40,13 +46,30 @@ def validate(
     inventory: InventoryOpt = None,
     fmt: FormatOpt = Format.text,
     cache_dir: CacheOpt = DEFAULT_CACHE_DIR,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="Git ref the change is against (a pull request's target): a domain or id "
+            "claimed twice is reported on the file the change adds or edits.",
+        ),
+    ] = None,
 ) -> None:
     """Check tenant files: schema, fleet-wide policy, domain ownership. Reports every problem.
 
     Exit status: 0 valid, 1 invalid, 2 usage error.
     """
     policy = policy_or_exit(inventory)
-    result = run_compile(paths or [Path("tenants")], policy, cache_dir)
+    paths = paths or [Path("tenants")]
+    changed: set[str] = set()
+    if base is not None:
+        try:
+            for path in paths:
+                changed |= changed_files(base, path) if path.is_dir() else {str(path)}
+        except GitError as exc:
+            err.print(f"[red]error:[/] cannot compare with {base!r}: {exc}")
+            raise typer.Exit(EXIT_USAGE) from None
+    result = run_compile(paths, policy, cache_dir, changed)
     tenants = sum(1 for r in result.results if r.fragment is not None)
     if fmt is Format.json:
         document = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -94,10 +94,19 @@ def _check_id(display: str, stem: str, data: dict, loaded: LoadedYaml, out: list
         )
 
 
-def check_fleet(results: Sequence[FileResult]) -> list[Problem]:
-    """Problems only visible across files: a domain or an id claimed twice."""
+def check_fleet(
+    results: Sequence[FileResult], changed: Collection[str] = frozenset()
+) -> list[Problem]:
+    """Problems only visible across files: a domain or an id claimed twice.
+
+    A conflict between a file in `changed` (what a commit or pull request adds or edits)
+    and one outside it is reported on the changed file, naming the one that already owns
+    the id or domain; otherwise on the file that sorts later.
+    """
     problems: list[Problem] = []
     first_file: dict[str, str] = {}
+    if changed:  # the unchanged files claim first (a stable sort keeps their order)
+        results = sorted(results, key=lambda result: result.file in changed)
     for result in results:
         if result.tenant_id is None:
             continue
@@ -118,6 +127,10 @@ def check_fleet(results: Sequence[FileResult]) -> list[Problem]:
         for index, domain in enumerate(result.domains)
     )
     for claim, owner, why in find_conflicts(claims):
+        if claim.file not in changed and owner.file in changed:  # report it on the change
+            claim, owner = owner, claim
+            if why.startswith("wildcard"):
+                why = f"the wildcard covers {owner.domain}"
         same = owner.tenant == claim.tenant and owner.file == claim.file
         problems.append(
             Problem(
