@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from cdnctl.cli.app import app
 from cdnctl.edge.nginx_conf import NodeSettings
 from cdnctl.edge.runner import EdgeNode, free_port
 from cdnctl.fleet import dns, drain
@@ -233,3 +235,25 @@ def test_acme_dns_01_payloads_are_served_by_every_dns_host(lab: Lab) -> None:
     assert all(r.ok for r in results), results
     for server in lab.servers:
         assert query(server.port, "_acme-challenge.cdn.test", rtype="TXT") == [f'"{payload}"']
+
+
+def test_the_sre_commands(lab: Lab) -> None:
+    runner = CliRunner()
+    inventory = ["--inventory", str(lab.inventory)]
+    drained = runner.invoke(app, ["drain", "us", *inventory])
+    try:
+        assert drained.exit_code == 0, drained.output
+        assert "drained regions: us" in drained.output
+        refused = runner.invoke(app, ["drain", "eu-edge-1", *inventory])
+        assert refused.exit_code == 1
+        assert "refusing to drain edge eu-edge-1" in refused.output
+        wait_for(lambda: lab.all_answer("us", REGIONS["eu"][0]), BOUND)
+        status = runner.invoke(app, ["dns", "status", *inventory, "--format", "json"])
+        assert status.exit_code == 0, status.output
+        views = json.loads(status.output)
+        assert sorted(views) == ["eu-dns-1", "us-dns-1"]
+        assert all(view["geoip/edge/us"]["state"].startswith("DOWN") for view in views.values())
+    finally:
+        undrained = runner.invoke(app, ["undrain", "us", *inventory])
+    assert undrained.exit_code == 0, undrained.output
+    wait_for(lambda: lab.all_answer("us", REGIONS["us"][0]), BOUND)

@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from cdnctl.cli import dns as dns_cli
 from cdnctl.cli import edge as edge_cli
 from cdnctl.cli import preview as preview_cli
 from cdnctl.cli.inventory import inventory_app
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.registered_commands += tenants_commands.registered_commands
 app.registered_commands += lab_commands.registered_commands
 edge_cli.register(app)
+dns_cli.register(app)
 preview_cli.register(app)
 app.add_typer(inventory_app, name="inventory")
 

@@ -41,6 +41,7 @@ from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT
 from cdnctl.fleet.targets import ansible_tool
 from cdnctl.paths import templates_dir
 from cdnctl.tenants.domains import normalise_domain
+from cdnctl.tenants.validate import FileResult
 
 SETTINGS_FILE = Path("group_vars/all/dns.yml")
 SETTINGS_KEY = "cdn_dns"
@@ -242,11 +243,12 @@ def fleet_from_inventory(data: Mapping[str, Any]) -> Fleet:
     return Fleet(edges=hosts("edge"), dns=hosts("dns"))
 
 
-def tenants_of_bundle(bundle: Mapping[str, Any]) -> list[TenantNames]:
-    return [
-        TenantNames(id=tenant_id, domains=tuple(tenant["domains"]))
-        for tenant_id, tenant in sorted(bundle["tenants"].items())
-    ]
+def tenant_names(results: Iterable[FileResult]) -> list[TenantNames]:
+    """Tenant ids and domains of checked tenant files (`check_tenants`), sorted by id."""
+    return sorted(
+        (TenantNames(r.tenant_id, r.domains) for r in results if r.tenant_id is not None),
+        key=lambda tenant: tenant.id,
+    )
 
 
 def _environment() -> jinja2.Environment:
