@@ -151,6 +151,7 @@ def render(
     ] = None,
     run_dir: Annotated[str, typer.Option("--run-dir")] = dns.ServerOptions.run_dir,
     state_dir: Annotated[str, typer.Option("--state-dir")] = dns.ServerOptions.state_dir,
+    fmt: FormatOpt = Format.text,
 ) -> None:
     """Write gdnsd's config and zones (what the geodns role installs on the DNS hosts)."""
     try:
@@ -171,7 +172,11 @@ def render(
     except (ValueError, PolicyError) as exc:
         raise _fail(str(exc)) from None
     dns.write_tree(out_dir, config, zones)
-    out.print(f"{out_dir}: config and {len(zones)} zone(s), {len(names)} tenant(s)")
+    summary = {"zones": len(zones), "tenants": len(names), "zones_digest": dns.zones_digest(zones)}
+    if fmt is Format.json:
+        out.print_json(data=summary)
+    else:
+        out.print(f"{out_dir}: config and {len(zones)} zone(s), {len(names)} tenant(s)")
 
 
 def register(app: typer.Typer) -> None:

@@ -429,6 +429,15 @@ def render_zones(
     return zones
 
 
+def zones_digest(zones: Mapping[str, str]) -> str:
+    """Names the zone set: the geodns role installs each set in a directory of that name."""
+    digest = hashlib.sha256()
+    for name, text in sorted(zones.items()):
+        digest.update(f"{name}\0{len(text)}\0".encode())
+        digest.update(text.encode())
+    return digest.hexdigest()[:16]
+
+
 def write_tree(out: Path, config: str, zones: Mapping[str, str]) -> None:
     """`out/config` and `out/zones/<zone>`; zones not rendered any more are removed."""
     zones_dir = out / "zones"

@@ -1,0 +1,117 @@
+"""The geodns role's configure step, run by ansible-playbook against this machine.
+
+The role renders with cdnctl, checks the staged config with the new zone set, then puts
+both in service; a second run changes nothing; changed zones are reloaded into a running
+(real) gdnsd; a config gdnsd refuses stops the play and leaves what runs alone. Install and
+service steps need systemd and are Molecule's (tags skip them here).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT, tenant_doc
+from tests.fleet.conftest import Gdnsd, query, wait_for
+
+PLAYBOOK = """
+- name: GeoDNS
+  hosts: dns
+  gather_facts: false
+  roles:
+    - role: geodns
+"""
+
+
+def make_inventory(base: Path, server: Gdnsd, settings: dict) -> Path:
+    inventory = base / "inventory"
+    (inventory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
+    (inventory / "group_vars" / "all" / "dns.yml").write_text(yaml.safe_dump({"cdn_dns": settings}))
+    dns_host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "cdn_region": "eu",
+        "cdn_public_address": "127.0.0.1",
+        "geodns_config_dir": str(server.config_dir),
+        "geodns_state_dir": str(server.state_dir),
+        "geodns_run_dir": str(server.run_dir),
+        "geodns_listen": [f"127.0.0.1:{server.port}"],
+        "geodns_tenants_dir": str(base / "tenants"),
+        "geodns_cdnctl": str(Path(sys.executable).with_name("cdnctl")),
+        "geodns_service_state": "stopped",
+    }
+    hosts = {
+        "edge": {"eu-edge-1": {"cdn_region": "eu", "cdn_public_address": "127.0.0.11"}},
+        "dns": {"eu-dns-1": dns_host},
+    }
+    (inventory / "hosts.yml").write_text(
+        yaml.safe_dump({"all": {"children": {g: {"hosts": h} for g, h in hosts.items()}}})
+    )
+    return inventory
+
+
+def converge(base: Path, inventory: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    playbook = base / "site.yml"
+    playbook.write_text(PLAYBOOK)
+    args = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory)]
+    for key, value in extra.items():
+        args += ["-e", f"{key}={value}"]
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "PYTHONPATH": str(ROOT / "src"),  # the cdnctl of this checkout renders
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    return subprocess.run(
+        [*args, "--tags", "geodns_configure", str(playbook)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=base,
+        env=env,
+    )
+
+
+def changed(result: subprocess.CompletedProcess[str]) -> int:
+    return int(re.search(r"changed=(\d+)", result.stdout).group(1))
+
+
+def test_configure_checks_installs_and_reloads(tmp_path: Path, make_gdnsd) -> None:
+    server = make_gdnsd("role")
+    tenants = tmp_path / "tenants"
+    tenants.mkdir()
+    (tenants / "shop.yaml").write_text(yaml.safe_dump(tenant_doc("shop")))
+    settings = {"domain": "cdn.test", "regions": {"eu": {"nets": ["192.0.2.0/24"]}}}
+    inventory = make_inventory(tmp_path, server, settings)
+
+    first = converge(tmp_path, inventory)
+    assert first.returncode == 0, first.stdout + first.stderr
+    zones = server.config_dir / "zones"
+    assert zones.is_symlink() and (zones / "cdn.test").is_file()
+    assert server.checkconf().returncode == 0
+
+    again = converge(tmp_path, inventory)
+    assert again.returncode == 0, again.stdout
+    assert changed(again) == 0, again.stdout
+
+    server.start()
+    assert query(server.port, "shop.cdn.test", rtype="CNAME") == ["edge.cdn.test."]
+    (tenants / "blog.yaml").write_text(yaml.safe_dump(tenant_doc("blog")))
+    reloaded = converge(tmp_path, inventory, geodns_service_state="started")
+    assert reloaded.returncode == 0, reloaded.stdout
+    assert "Reload gdnsd's zones" in reloaded.stdout
+    wait_for(lambda: query(server.port, "blog.cdn.test", rtype="CNAME") == ["edge.cdn.test."], 10)
+
+    in_service = (server.config_dir / "config").read_text(), os.readlink(zones)
+    settings["geoip2_db"] = str(tmp_path / "missing.mmdb")  # cdnctl accepts, gdnsd refuses
+    make_inventory(tmp_path, server, settings)
+    refused = converge(tmp_path, inventory, geodns_service_state="started")
+    assert refused.returncode != 0
+    assert "Check the staged config with the new zone set" in refused.stdout
+    assert ((server.config_dir / "config").read_text(), os.readlink(zones)) == in_service
+    assert query(server.port, "blog.cdn.test", rtype="CNAME") == ["edge.cdn.test."]
