@@ -6,7 +6,7 @@ import pulumi
 import pulumi_aws as aws
 
 from cdn_fleet.aws_network import AwsRegionNetwork, declare_network
-from cdn_fleet.aws_security import declare_security_groups
+from cdn_fleet.aws_security import HealthCheckRules, declare_security_groups
 from cdn_fleet.config import AdminAccess, HostSpec, RegionConfig
 from cdn_fleet.host import Machine
 
@@ -19,6 +19,7 @@ class AwsBackend:
 
     def __init__(self, admin: AdminAccess) -> None:
         self.admin = admin
+        self.health_checks = HealthCheckRules(admin.api_port)
 
     def declare_site(self, name: str, region: RegionConfig, parent: pulumi.Resource) -> AwsSite:
         if self.admin.ssh_public_key is None or region.aws is None:
@@ -31,7 +32,10 @@ class AwsBackend:
             opts=network.opts(parent),
         )
         groups = declare_security_groups(name, region, self.admin, network, parent)
-        return AwsSite(network, key_pair, groups, region.aws.ami, self.admin.ssh_user)
+        self.health_checks.add_edge_group(name, groups["edge"], network.opts(parent))
+        return AwsSite(
+            network, key_pair, groups, region.aws.ami, self.admin.ssh_user, self.health_checks
+        )
 
 
 class AwsSite:
@@ -42,12 +46,14 @@ class AwsSite:
         groups: dict[str, aws.ec2.SecurityGroup],
         ami: str,
         ssh_user: str,
+        health_checks: HealthCheckRules,
     ) -> None:
         self.network = network
         self.key_pair = key_pair
         self.groups = groups
         self.ami = ami
         self.ssh_user = ssh_user
+        self.health_checks = health_checks
 
     def declare_machine(self, name: str, spec: HostSpec, parent: pulumi.Resource) -> Machine:
         opts = self.network.opts(parent)
@@ -68,6 +74,8 @@ class AwsSite:
             public_address = aws.ec2.Eip(
                 f"{name}-eip", domain="vpc", instance=instance.id, tags=tags, opts=opts
             ).public_ip
+        if spec.role == "dns":
+            self.health_checks.add_dns_host(spec.name, pulumi.Output.from_input(public_address))
         return Machine(
             ansible_host=public_address,
             public_address=public_address,

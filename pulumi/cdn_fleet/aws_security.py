@@ -4,6 +4,10 @@ The rule table (`ingress_rules`) is plain data so it reads (and is tested) as a 
 only edges take 80/443 from the world and only DNS hosts take 53; shields take 80/443 from
 edges only; SSH, the admin API and metrics come from the admin CIDRs (and Prometheus).
 Security groups are per region (per VPC), so "from Prometheus" means the region's own.
+
+One rule set is not per region: every DNS host checks every edge's `GET /health` on the
+admin port (gdnsd answers for all regions, so it health-checks all edges), reaching them at
+their elastic IPs; those rules (`HealthCheckRules`) name each DNS host's elastic IP.
 """
 
 from __future__ import annotations
@@ -101,6 +105,50 @@ def declare_security_groups(
                 **source,
             )
     return groups
+
+
+class HealthCheckRules:
+    """Admin port of every region's edges open to every DNS host's elastic IP (/32).
+
+    Regions are declared one after another, so an edge group may come before or after a
+    DNS host of another region: each pair gets its rule when the second of the two appears.
+    """
+
+    def __init__(self, admin_api_port: int) -> None:
+        self.port = admin_api_port
+        self._edge_groups: list[tuple[str, aws.ec2.SecurityGroup, pulumi.ResourceOptions]] = []
+        self._dns_hosts: list[tuple[str, pulumi.Output[str]]] = []
+
+    def add_edge_group(
+        self, name: str, group: aws.ec2.SecurityGroup, opts: pulumi.ResourceOptions
+    ) -> None:
+        self._edge_groups.append((name, group, opts))
+        for host, address in self._dns_hosts:
+            self._declare(name, group, opts, host, address)
+
+    def add_dns_host(self, host: str, address: pulumi.Output[str]) -> None:
+        self._dns_hosts.append((host, address))
+        for name, group, opts in self._edge_groups:
+            self._declare(name, group, opts, host, address)
+
+    def _declare(
+        self,
+        name: str,
+        group: aws.ec2.SecurityGroup,
+        opts: pulumi.ResourceOptions,
+        host: str,
+        address: pulumi.Output[str],
+    ) -> None:
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-sg-edge-tcp{self.port}-from-{host}",
+            security_group_id=group.id,
+            ip_protocol="tcp",
+            from_port=self.port,
+            to_port=self.port,
+            cidr_ipv4=address.apply(lambda ip: f"{ip}/32"),
+            description=f"dns health checks from {host}",
+            opts=opts,
+        )
 
 
 def _sources(

@@ -141,7 +141,7 @@ def test_only_edges_web_and_dns_are_open_to_the_world(production_run: FleetRun) 
     [
         ("tcp", 22, dict.fromkeys(ROLES, ADMIN_CIDRS)),
         ("tcp", 9100, dict.fromkeys(ROLES, ADMIN_CIDRS | {"prometheus"})),
-        ("tcp", 9145, dict.fromkeys(("edge", "shield"), ADMIN_CIDRS | {"prometheus"})),
+        ("tcp", 9145, {"shield": ADMIN_CIDRS | {"prometheus"}}),
         ("tcp", 80, {"edge": {"0.0.0.0/0"}, "shield": {"edge"}}),
         ("tcp", 443, {"edge": {"0.0.0.0/0"}, "shield": {"edge"}}),
         ("tcp", 9090, {"prometheus": ADMIN_CIDRS | {"grafana"}}),
@@ -155,11 +155,34 @@ def test_each_port_takes_only_its_sources(
     for region, role, rule_protocol, rule_port, source in _rules(production_run):
         if (rule_protocol, rule_port) == (protocol, port):
             sources[region, role].add(source)
+    if port == 9145:  # edges: also every DNS host (test_every_dns_host_health_checks_...)
+        sources = {key: value for key, value in sources.items() if key[1] != "edge"}
     assert sources == {
         (region, role): allowed
         for region in ("eu", "us")
         for role, allowed in sources_by_role.items()
     }
+
+
+def _dns_addresses(run: FleetRun) -> set[str]:
+    return {
+        f"{e.state['publicIp']}/32" for e in run.of_type(EIP) if e.inputs["tags"]["Role"] == "dns"
+    }
+
+
+def test_every_dns_host_health_checks_every_regions_edges(production_run: FleetRun) -> None:
+    """gdnsd on any DNS host checks all edges' GET /health: the admin port takes its EIP."""
+    dns_addresses = _dns_addresses(production_run)
+    assert len(dns_addresses) == sum(
+        region["roles"]["dns"]["count"] for region in stack_config("production")["regions"]
+    )
+    for region in ("eu", "us"):
+        sources = {
+            source
+            for rule_region, role, protocol, port, source in _rules(production_run)
+            if (rule_region, role, protocol, port) == (region, "edge", "tcp", 9145)
+        }
+        assert sources == ADMIN_CIDRS | {"prometheus"} | dns_addresses
 
 
 def test_no_other_inbound_ports(production_run: FleetRun) -> None:
@@ -173,13 +196,14 @@ def test_admin_api_port_comes_from_config() -> None:
     config = stack_config("production")
     config["admin"]["api_port"] = 8443
     config["admin"]["cidrs"] = ["198.51.100.0/24", "2001:db8:ffff::/48"]
-    rules = _rules(run_fleet(config))
+    run = run_fleet(config)
+    rules = _rules(run)
     api = {(role, source) for region, role, _, port, source in rules if port == 8443}
     assert api == {
         (role, source)
         for role in ("edge", "shield")
         for source in ("198.51.100.0/24", "2001:db8:ffff::/48", "prometheus")
-    }
+    } | {("edge", address) for address in _dns_addresses(run)}
     assert not [rule for rule in rules if rule[3] == 9145]
 
 
