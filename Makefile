@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.installed
 # Debian packages the tests, the lab and the benchmarks run for real (nothing mocked).
 DEB_PACKAGES := git nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson \
                 libnginx-mod-http-brotli-filter libnginx-mod-http-brotli-static wrk \
-                podman runc debootstrap valgrind prometheus gdnsd
+                podman runc debootstrap valgrind pebble prometheus gdnsd
 
 .PHONY: help setup deb-packages test lint unit image molecule lab bench clean
 

@@ -26,7 +26,7 @@ class SecretResolutionError(ValueError):
         super().__init__("cannot resolve secrets:\n  " + "\n  ".join(problems))
 
 
-def _decrypt_vault(vaulted: str, vault_secret: str) -> str:
+def decrypt_vault(vaulted: str, vault_secret: str) -> str:
     # Imported lazily: ansible is a dev/ops dependency, not needed for env-only secrets.
     from ansible.constants import DEFAULT_VAULT_ID_MATCH
     from ansible.parsing.vault import VaultLib, VaultSecret
@@ -52,7 +52,7 @@ def _password(
                 f"(set {VAULT_PASSWORD_ENV} or pass --vault-password-file)"
             )
         try:
-            return _decrypt_vault(auth["password_vault"], vault_secret), None
+            return decrypt_vault(auth["password_vault"], vault_secret), None
         except Exception as exc:  # ansible raises AnsibleError subclasses
             return None, f"{field}.password_vault: cannot decrypt: {exc}"
     return None, f"{field}: needs password_env or password_vault"

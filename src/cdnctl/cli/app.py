@@ -9,6 +9,7 @@ import typer
 from cdnctl.cli import dns as dns_cli
 from cdnctl.cli import edge as edge_cli
 from cdnctl.cli import preview as preview_cli
+from cdnctl.cli.certs import certs_app
 from cdnctl.cli.inventory import inventory_app
 from cdnctl.cli.lab import lab_commands
 from cdnctl.cli.tenants import tenants_commands
@@ -27,6 +28,7 @@ edge_cli.register(app)
 dns_cli.register(app)
 preview_cli.register(app)
 app.add_typer(inventory_app, name="inventory")
+app.add_typer(certs_app, name="certs")
 
 
 def main() -> None:  # pragma: no cover - console entry

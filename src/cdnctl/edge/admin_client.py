@@ -1,6 +1,7 @@
 """Talking to running edges and shields through their admin API (see DESIGN.md).
 
-`GET /health`, `GET /config`, `POST /config` (bundle), `POST /purge`, all with
+`GET /health`, `GET /config`, `POST /config` (bundle), `POST /purge`, `GET|POST
+/certificates`, `POST /acme-challenges`, all with
 `Authorization: Bearer <token>`. Calls to many edges fan out in parallel threads and
 every edge gets its own result: one unreachable edge never hides the others.
 """
@@ -119,6 +120,21 @@ class AdminClient:
 
     def purge(self, request: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/purge", json=request)
+
+    def certificates(self) -> dict[str, Any]:
+        """{tenant: {names, not_before, not_after, fingerprint}} the edge serves."""
+        return self._call("GET", "/certificates")["certificates"]
+
+    def set_certificates(self, items: list[dict[str, str]], remove: list[str]) -> dict[str, Any]:
+        """Add or replace ({tenant, cert, key} PEM) and remove, as one validated change."""
+        return self._call("POST", "/certificates", json={"set": items, "remove": remove})
+
+    def acme_challenges(
+        self, set_: dict[str, str] | None = None, remove: list[str] | None = None, ttl: int = 600
+    ) -> dict[str, Any]:
+        """Publish HTTP-01 tokens ({token: key authorization}) or withdraw them."""
+        body = {"set": set_ or {}, "remove": remove or [], "ttl": ttl}
+        return self._call("POST", "/acme-challenges", json=body)
 
 
 SEND_CHUNK = 1 << 20

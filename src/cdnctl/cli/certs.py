@@ -1,0 +1,187 @@
+"""`cdnctl certs issue|renew|status`: tenant certificates (see cdnctl.fleet.certificates)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cdnctl.cli.common import (
+    DEFAULT_CACHE_DIR,
+    Format,
+    FormatOpt,
+    err,
+    out,
+    policy_or_exit,
+    print_problems,
+    run_compile,
+)
+from cdnctl.cli.edge import (
+    EdgeOpt,
+    TokenFileOpt,
+    VaultPasswordOpt,
+    read_token_or_exit,
+    vault_secret,
+)
+from cdnctl.edge.admin_client import edges_from_urls
+from cdnctl.fleet import certificates
+from cdnctl.fleet.targets import edges_from_inventory
+
+certs_app = typer.Typer(no_args_is_help=True, help="Tenant certificates: ACME and custom.")
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+InventoryArg = Annotated[
+    Path,
+    typer.Option(
+        "--inventory",
+        help="Inventory directory: its edges get the certificates, its "
+        "group_vars/all/certificates.yml (cdn_acme) sets the ACME server, contact and state.",
+    ),
+]
+TenantsOpt = Annotated[Path, typer.Option("--tenants", help="Tenant directory.")]
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _wanted(tenants: Path, inventory: Path) -> list[certificates.Wanted]:
+    result = run_compile([tenants], policy_or_exit(inventory), DEFAULT_CACHE_DIR)
+    if not result.ok or result.bundle is None:
+        print_problems(result.problems, Format.text)
+        raise typer.Exit(EXIT_FAILED)
+    # cert_file paths are relative to the repository: the directory holding tenants/.
+    return certificates.wanted_certificates(
+        json.loads(result.bundle)["tenants"], tenants.absolute().parent
+    )
+
+
+def _settings(inventory: Path) -> certificates.AcmeSettings:
+    try:
+        return certificates.load_settings(inventory)
+    except certificates.CertificateError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _converge(
+    renew: bool,
+    inventory: Path,
+    tenants: Path,
+    edge: list[str] | None,
+    token_file: Path | None,
+    vault_password_file: Path | None,
+) -> None:
+    settings = _settings(inventory)
+    wanted = _wanted(tenants, inventory)
+    try:
+        targets = edges_from_urls(edge) if edge else edges_from_inventory(inventory, ("edge",))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    report = certificates.converge(
+        wanted,
+        settings,
+        targets,
+        read_token_or_exit(token_file),
+        renew=renew,
+        vault_secret=vault_secret(vault_password_file),
+    )
+    table = Table(title=f"Certificates ({settings.directory_url})")
+    for column in ("Tenant", "Kind", "Action", "Why", "Expires (UTC)", "Result"):
+        table.add_column(column)
+    for t in report.tenants:
+        result = f"[red]{t.error}[/]" if t.error else ("issued" if t.issued else "ok")
+        table.add_row(
+            t.tenant, t.kind, t.decision.action, t.decision.reason, _when(t.not_after), result
+        )
+    out.print(table)
+    edges = Table(title="Edges")
+    for column in ("Edge", "Sent", "Removed", "Result"):
+        edges.add_column(column)
+    for e in report.edges:
+        edges.add_row(
+            e.edge,
+            ", ".join(e.set) or "-",
+            ", ".join(e.removed) or "-",
+            "ok" if e.ok else f"[red]{e.error}[/]",
+        )
+    out.print(edges)
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@certs_app.command("issue")
+def issue(
+    inventory: InventoryArg,
+    tenants: TenantsOpt = Path("tenants"),
+    edge: EdgeOpt = None,
+    token_file: TokenFileOpt = None,
+    vault_password_file: VaultPasswordOpt = None,
+) -> None:
+    """Obtain the certificates tenants lack (or whose names changed) and deploy all of them."""
+    _converge(False, inventory, tenants, edge, token_file, vault_password_file)
+
+
+@certs_app.command("renew")
+def renew(
+    inventory: InventoryArg,
+    tenants: TenantsOpt = Path("tenants"),
+    edge: EdgeOpt = None,
+    token_file: TokenFileOpt = None,
+    vault_password_file: VaultPasswordOpt = None,
+) -> None:
+    """`issue`, plus renewing every certificate with less than its renewal fraction left."""
+    _converge(True, inventory, tenants, edge, token_file, vault_password_file)
+
+
+@certs_app.command("status")
+def status(
+    inventory: InventoryArg, tenants: TenantsOpt = Path("tenants"), fmt: FormatOpt = Format.text
+) -> None:
+    """What the controller holds per tenant and what the next `renew` would do (offline)."""
+    rows = certificates.status(_wanted(tenants, inventory), _settings(inventory))
+    if fmt is Format.json:
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "tenant": r.tenant,
+                        "kind": r.kind,
+                        "names": list(r.names),
+                        "not_after": r.not_after,
+                        "action": r.decision.action,
+                        "reason": r.decision.reason,
+                        "failures": r.failures.count,
+                        "last_error": r.failures.last_error,
+                    }
+                    for r in rows
+                ]
+            )
+        )
+        return
+    table = Table(title="Certificates")
+    for column in ("Tenant", "Kind", "Names", "Expires (UTC)", "Next", "Why", "Last error"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r.tenant,
+            r.kind,
+            ", ".join(r.names),
+            _when(r.not_after),
+            r.decision.action,
+            r.decision.reason,
+            r.failures.last_error or "-",
+        )
+    out.print(table)
