@@ -34,6 +34,9 @@ Shape (format 1)::
           "cache": {
             "default_ttl": 3600, "respect_origin": true,
             "stale_if_error": 86400, "stale_while_revalidate": 0,
+            "heuristic": false, "heuristic_max": 86400,         # RFC 9111 §4.2.2
+            "targeted_field": null | "Cdnctl-Cache-Control",    # RFC 9213, obeyed first
+            "targeted_field_to_client": false,
             "query_string": {"mode": "all" | "ignore" | "keep", "keep": ["a", "b"]},
             "rules": [{"path": "/api/*", "ttl": null | 0.., "bypass": false,
                        "cache_set_cookie": false}]                # ordered, first match wins

@@ -51,6 +51,10 @@ def effective_tenant(tenant: Tenant) -> dict[str, Any]:
             "respect_origin": cache.respect_origin,
             "stale_if_error": cache.stale_if_error,
             "stale_while_revalidate": cache.stale_while_revalidate,
+            "heuristic": cache.heuristic,
+            "heuristic_max": cache.heuristic_max,
+            "targeted_field": cache.targeted_field,
+            "targeted_field_to_client": cache.targeted_field_to_client,
             "query_string": query,
             "rules": [
                 {

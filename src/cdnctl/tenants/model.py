@@ -168,6 +168,20 @@ class Cache(Strict):
     respect_origin: bool = True
     stale_if_error: duration(365 * DAY) = DAY  # type: ignore[valid-type]
     stale_while_revalidate: duration(30 * DAY) = 0  # type: ignore[valid-type]
+    heuristic: bool = Field(
+        False,
+        description="Without explicit freshness, cache for 10 % of the time since "
+        "Last-Modified (RFC 9111 §4.2.2, at most heuristic_max) instead of default_ttl.",
+    )
+    heuristic_max: duration(365 * DAY) = DAY  # type: ignore[valid-type]
+    targeted_field: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")] | None = Field(
+        None,
+        description="A CDN-specific Cache-Control field obeyed before CDN-Cache-Control "
+        "(RFC 9213), e.g. Cdnctl-Cache-Control.",
+    )
+    targeted_field_to_client: bool = Field(
+        False, description="Pass targeted_field and Surrogate-Control on to clients."
+    )
     query_string: (
         Literal["all", "ignore"]
         | Annotated[

@@ -5,6 +5,7 @@ local store = require "cdnctl.store"
 local node = require "cdnctl.node"
 local dns = require "cdnctl.dns"
 local policy = require "cdnctl.policy"
+local cache_control = require "cdnctl.cache_control"
 
 local ngx = ngx
 local var = ngx.var
@@ -16,6 +17,8 @@ local concat = table.concat
 local insert = table.insert
 local gmatch = string.gmatch
 local match = string.match
+local sub = string.sub
+local clear_header = ngx.req.clear_header
 local tonumber = tonumber
 local type = type
 local ipairs = ipairs
@@ -100,8 +103,9 @@ local function to_origin(tenant)
     end
     var.cdn_up_host = o.host_header
     var.cdn_up_sni = o.host
+    -- The origin's credentials replace the client's; without them the client's go on.
     local auth = o.basic_auth
-    var.cdn_up_auth = type(auth) == "table" and auth.authorization or ""
+    var.cdn_up_auth = type(auth) == "table" and auth.authorization or var.http_authorization or ""
     var.cdn_up_uri = o.base_path .. (policy.uri_of_key(var.http_x_cdnctl_key or "") or "/")
     if o.scheme == "https" and not o.tls_verify then
         return exec("@origin_noverify")
@@ -109,8 +113,21 @@ local function to_origin(tenant)
     return exec("@origin_verify")
 end
 
+-- Fields the client's Connection header named are hop-by-hop (RFC 9110 §7.6.1): the edge
+-- hands that header over as X-Cdnctl-Conn (nginx itself replaces Connection).
+local function drop_connection_listed()
+    for _, name in ipairs(cache_control.names(var.http_x_cdnctl_conn)) do
+        if name ~= "host" and sub(name, 1, 9) ~= "x-cdnctl-" then
+            clear_header(name)
+        end
+    end
+end
+
 -- Adapter rewrite phase.
 function _M.route()
+    if var.http_x_cdnctl_conn then
+        drop_connection_listed()
+    end
     local tenant = store.tenant_by_id(var.http_x_cdnctl_tenant)
     if not tenant then
         return ngx.exit(404)
@@ -123,7 +140,7 @@ function _M.route()
         if #peers > 0 then
             set_peers(settings.shield_connect_timeout, tenant.origin.read_timeout, peers)
             var.cdn_up_host = var.http_host
-            var.cdn_up_auth = ""
+            var.cdn_up_auth = var.http_authorization or ""
             var.cdn_up_uri = policy.uri_of_key(var.http_x_cdnctl_key or "") or "/"
             return exec("@shield")
         end
