@@ -17,7 +17,7 @@ import pytest
 from cdnctl.bundle.synthetic import bundle_bytes, make_bundle, tenant
 from cdnctl.edge.nginx_conf import NodeSettings
 from cdnctl.edge.runner import EdgeNode, free_port
-from cdnctl.fleet import monitoring
+from cdnctl.fleet import dashboards, monitoring
 from cdnctl.lab.sample_origin import SampleOrigin
 from tests.monitoring.conftest import ADMIN_TOKEN, Node, PrometheusServer
 
@@ -154,3 +154,24 @@ def test_the_scrape_fails_without_the_admin_token(stack: PrometheusServer) -> No
     url = f"http://{edge['metric']['instance']}/metrics"
     assert httpx.get(url).status_code == 401
     assert Path(stack.directory / "admin_token").stat().st_mode & 0o077 == 0
+
+
+# What Grafana puts in place of its variables before it sends a query.
+GRAFANA_VARIABLES = {"$tenant": "shop", "${datasource}": "", "$__rate_interval": "1m"}
+
+
+def test_every_panel_query_runs_and_the_core_panels_have_data(stack: PrometheusServer) -> None:
+    failed, empty = {}, []
+    for name, board in dashboards.dashboards([REGION]).items():
+        for title, expr in dashboards.panel_queries(board):
+            for variable, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, value)
+            answer = stack.query(expr)
+            if answer["status"] != "success":
+                failed[f"{name}: {title}: {expr}"] = answer.get("error")
+            elif not answer["data"]["result"] and (
+                title.removesuffix(", all regions") in dashboards.CORE_PANELS
+            ):
+                empty.append(f"{name}: {title}: {expr}")
+    assert not failed
+    assert not empty, "core panels without data"

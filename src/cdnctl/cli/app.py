@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from cdnctl.cli import dashboards as dashboards_cli
 from cdnctl.cli import dns as dns_cli
 from cdnctl.cli import edge as edge_cli
 from cdnctl.cli import preview as preview_cli
@@ -27,6 +28,7 @@ app.registered_commands += lab_commands.registered_commands
 edge_cli.register(app)
 dns_cli.register(app)
 preview_cli.register(app)
+dashboards_cli.register(app)
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(certs_app, name="certs")
 

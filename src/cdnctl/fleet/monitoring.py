@@ -65,17 +65,28 @@ def _to_nice_json(value: Any, sort_keys: bool = True) -> str:
     return json.dumps(value, indent=4, sort_keys=sort_keys)
 
 
-def environment() -> jinja2.Environment:
+def _to_nice_yaml(value: Any, indent: int = 4) -> str:
+    return yaml.safe_dump(value, indent=indent, default_flow_style=False, sort_keys=True)
+
+
+def ansible_environment(subdir: str, **options: Any) -> jinja2.Environment:
+    """Jinja2 over templates/<subdir>/ as Ansible's template module renders them (its
+    trim_blocks and the filters these templates use), so both render the same text."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir() / "prometheus"),
+        loader=jinja2.FileSystemLoader(templates_dir() / subdir),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        trim_blocks=True,  # what Ansible's template module does
-        **JINJA_DELIMITERS,
+        trim_blocks=True,
+        **options,
     )
     env.filters["comment"] = _comment
     env.filters["to_nice_json"] = _to_nice_json
+    env.filters["to_nice_yaml"] = _to_nice_yaml
     return env
+
+
+def environment() -> jinja2.Environment:
+    return ansible_environment("prometheus", **JINJA_DELIMITERS)
 
 
 def jobs() -> list[dict[str, Any]]:
