@@ -2,8 +2,8 @@
 
 import pulumi
 
-from cdn_fleet.config import CONFIG_KEY, FleetConfigError, load_fleet_config
 from cdn_fleet.program import build
+from cdnctl.fleet.topology import CONFIG_KEY, FleetConfigError, load_fleet_config
 
 namespace, key = CONFIG_KEY.split(":")
 try:

@@ -7,8 +7,8 @@ import pulumi_aws as aws
 
 from cdn_fleet.aws_network import AwsRegionNetwork, declare_network
 from cdn_fleet.aws_security import HealthCheckRules, declare_security_groups
-from cdn_fleet.config import AdminAccess, HostSpec, RegionConfig
 from cdn_fleet.host import Machine
+from cdnctl.fleet.topology import AdminAccess, HostSpec, RegionConfig
 
 # Clients and resolvers reach these roles by address (DNS records, NS glue): keep it stable.
 ROLES_WITH_ELASTIC_IP = ("edge", "dns")

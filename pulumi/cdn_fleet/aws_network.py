@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from cdn_fleet.config import RegionConfig
+from cdnctl.fleet.topology import RegionConfig
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pulumi
 import pulumi_aws as aws
 
 from cdn_fleet.aws_network import AwsRegionNetwork
-from cdn_fleet.config import ROLES, AdminAccess, RegionConfig
+from cdnctl.fleet.topology import ROLES, AdminAccess, RegionConfig
 
 WORLD = "world"
 ADMIN = "admin"

@@ -13,8 +13,8 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
-from cdn_fleet.config import DockerSettings, HostSpec, RegionConfig
 from cdn_fleet.host import Machine
+from cdnctl.fleet.topology import DockerSettings, HostSpec, RegionConfig
 
 CONNECTION_VARS = {"ansible_connection": "containers.podman.podman"}
 

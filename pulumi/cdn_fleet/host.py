@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import pulumi
 
-from cdn_fleet.config import HostSpec
+from cdnctl.fleet.topology import HostSpec
 
 
 @dataclass(frozen=True)

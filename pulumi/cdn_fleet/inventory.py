@@ -16,9 +16,9 @@ from typing import Any
 
 import pulumi
 
-from cdn_fleet.config import ROLES, FleetConfig
 from cdn_fleet.host import Host
 from cdnctl.fleet.inventory import region_group
+from cdnctl.fleet.topology import ROLES, FleetConfig
 
 
 def fleet_inventory(fleet: FleetConfig, hosts: Sequence[Host]) -> pulumi.Output[dict[str, Any]]:

@@ -7,10 +7,10 @@ from typing import Any
 import pulumi
 
 from cdn_fleet.aws_hosts import AwsBackend
-from cdn_fleet.config import FleetConfig
 from cdn_fleet.docker_hosts import DockerBackend, declare_network
 from cdn_fleet.inventory import fleet_inventory
 from cdn_fleet.region import Backend, Region, RegionArgs
+from cdnctl.fleet.topology import FleetConfig
 
 
 def build(fleet: FleetConfig) -> dict[str, pulumi.Output[Any]]:

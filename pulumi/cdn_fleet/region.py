@@ -7,8 +7,8 @@ from typing import Protocol
 
 import pulumi
 
-from cdn_fleet.config import HostSpec, RegionConfig
 from cdn_fleet.host import Host, HostArgs, RegionSite
+from cdnctl.fleet.topology import HostSpec, RegionConfig
 
 
 class Backend(Protocol):

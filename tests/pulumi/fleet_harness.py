@@ -112,8 +112,8 @@ def stack_config(stack: str) -> dict[str, Any]:
 
 def run_fleet(raw: dict[str, Any]) -> FleetRun:
     """Validate `raw` and run the program under fresh mocks; wait for every resource."""
-    from cdn_fleet.config import load_fleet_config
     from cdn_fleet.program import build
+    from cdnctl.fleet.topology import load_fleet_config
 
     mocks = FleetMocks()
     pulumi.runtime.set_mocks(mocks, preview=False)

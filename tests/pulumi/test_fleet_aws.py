@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 import pytest
 from fleet_harness import Declared, FleetRun, stack_config
 
-from cdn_fleet.config import ROLES
+from cdnctl.fleet.topology import ROLES
 
 INSTANCE = "aws:ec2/instance:Instance"
 EIP = "aws:ec2/eip:Eip"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fleet_harness import stack_config
 
-from cdn_fleet.config import FleetConfigError, load_fleet_config
+from cdnctl.fleet.topology import FleetConfigError, load_fleet_config
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:

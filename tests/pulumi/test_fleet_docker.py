@@ -7,7 +7,7 @@ from typing import Any
 
 from fleet_harness import FleetRun, stack_config
 
-from cdn_fleet.config import ROLES
+from cdnctl.fleet.topology import ROLES
 
 CONTAINER = "docker:index/container:Container"
 NETWORK = "docker:index/network:Network"

@@ -17,10 +17,10 @@ import yaml
 from fleet_harness import FleetMocks, FleetRun, run_fleet, stack_config
 from typer.testing import CliRunner
 
-from cdn_fleet.config import FleetConfig, load_fleet_config
 from cdn_fleet.program import build
 from cdnctl.cli.inventory import inventory_app
 from cdnctl.fleet.inventory import InventoryError, render_inventory
+from cdnctl.fleet.topology import FleetConfig, load_fleet_config
 
 ROLE_GROUPS = {"edge", "shield", "dns", "prometheus", "grafana"}
 HOST_VARS = {"cdn_region", "cdn_role", "ansible_host", "cdn_public_address", "cdn_private_address"}

@@ -1,8 +1,10 @@
-"""The fleet's stack config (key `cdn:fleet`): parsed and validated here and nowhere else.
+"""The fleet's topology (stack config `cdn:fleet`): validated here and nowhere else.
 
-`load_fleet_config` turns the raw object from `Pulumi.<stack>.yaml` into a `FleetConfig` or
-raises `FleetConfigError` listing every problem (path, value, why, how to fix) before the
-program declares a single resource. pulumi/README.md documents every key.
+Pulumi's program (`pulumi/`) and the local lab (`cdnctl.lab`) both read it, so a lab is the
+same topology a `pulumi up` of the local stack declares. `load_fleet_config` turns the raw
+object from `Pulumi.<stack>.yaml` into a `FleetConfig` or raises `FleetConfigError` listing
+every problem (path, value, why, how to fix) before anything is declared. pulumi/README.md
+documents every key.
 """
 
 from __future__ import annotations
