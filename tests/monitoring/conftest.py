@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from cdnctl.edge.runner import free_port
+from cdnctl.bundle.synthetic import bundle_bytes, make_bundle, tenant
+from cdnctl.edge.nginx_conf import NodeSettings
+from cdnctl.edge.runner import EdgeNode, free_port
 from cdnctl.fleet import monitoring
+from cdnctl.lab.sample_origin import SampleOrigin
 from tests.edge.conftest import ADMIN_TOKEN, Node, make_node, make_origin
 
 __all__ = ["ADMIN_TOKEN", "Node", "PrometheusServer", "make_node", "make_origin"]
@@ -112,3 +117,78 @@ class PrometheusServer:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(30)
+
+
+REGION = "lab"
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """One edge, four tenants (a healthy origin, one rejecting the edge's credentials, one
+    answering 503, one gone after its object was cached: stale served), traffic, and a real
+    Prometheus scraping the edge's admin /metrics with the token, rules evaluated."""
+    tmp = tmp_path_factory.mktemp("monitoring")
+    origins = {
+        "shop": SampleOrigin("shop").start(),
+        "locked": SampleOrigin("locked", basic_auth=("cdn", "right")).start(),
+        "broken": SampleOrigin("broken").start(),
+        "gone": SampleOrigin("gone").start(),
+    }
+    origins["broken"].behave("/", status=503, cache_control="no-store")
+    origins["gone"].behave("/", cache_control="max-age=1")
+    node = Node(
+        EdgeNode(
+            NodeSettings(
+                prefix=tmp / "edge",
+                listen=f"127.0.0.1:{free_port()}",
+                admin_listen=f"127.0.0.1:{free_port()}",
+                admin_token=ADMIN_TOKEN,
+                workers=1,
+            )
+        ).start()
+    )
+    prometheus = PrometheusServer(
+        tmp / "prometheus",
+        REGION,
+        hostvars={
+            "lab-edge-1": {
+                "cdn_region": REGION,
+                "cdn_role": "edge",
+                "cdn_private_address": "127.0.0.1",
+                "cdn_admin_api_port": int(node.edge.settings.admin_listen.rsplit(":", 1)[1]),
+            }
+        },
+        groups={"edge": ["lab-edge-1"]},
+    )
+    try:
+        bundle = make_bundle(
+            tenant("shop", ["shop.test"], origins["shop"].address),
+            tenant("locked", ["locked.test"], origins["locked"].address, basic_auth=("cdn", "old")),
+            tenant("broken", ["broken.test"], origins["broken"].address),
+            tenant("gone", ["gone.test"], origins["gone"].address),
+        )
+        assert node.admin.post("/config", content=bundle_bytes(bundle)).status_code == 200
+        prometheus.start()
+        prometheus.wait_for('up{job="cdn_edge"} == 1')
+        # A series' first sample is not an increase: every kind of request is sent in three
+        # rounds a scrape apart, so rates are not zero. gone's object expires after round 1
+        # and its origin stops: rounds 2 and 3 get the stale copy.
+        for round_ in (1, 2, 3):
+            for path in ("/a", "/a", "/a", "/b", "/b"):  # 2 MISS, 3 HIT
+                assert node.get("shop.test", f"{path}{round_}").status_code == 200
+            for host in ("locked.test", "broken.test", "nobody.test"):
+                node.get(host, "/x")
+            stale = node.get("gone.test", "/s").headers["X-Cache-Status"]
+            assert stale == ("MISS" if round_ == 1 else "STALE")
+            if round_ == 1:
+                time.sleep(2.1)  # max-age=1 (nginx counts whole seconds): /s is stale now
+                origins["gone"].stop()
+            elif round_ == 2:
+                time.sleep(2.1)  # the workers' flush (every second), then a scrape
+        prometheus.wait_for('tenant_region:cdn_stale_responses:rate5m{tenant="gone"} > 0')
+        yield prometheus
+    finally:
+        prometheus.stop()
+        node.close()
+        for origin in origins.values():
+            origin.stop()

@@ -1,98 +1,20 @@
 """Every rule of a region's Prometheus, run by a real Prometheus scraping a real edge.
 
-One edge serves four tenants (a healthy origin, an origin rejecting the edge's credentials,
-one answering 503, one gone after its object was cached: stale served); Prometheus, with the
-rendered config, rules and file_sd targets, scrapes the edge's admin /metrics with the token.
+The stack (tests/monitoring/conftest.py): one edge serving four tenants, scraped by a real
+Prometheus with the rendered config, rules and file_sd targets.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from cdnctl.bundle.synthetic import bundle_bytes, make_bundle, tenant
-from cdnctl.edge.nginx_conf import NodeSettings
-from cdnctl.edge.runner import EdgeNode, free_port
 from cdnctl.fleet import dashboards, monitoring
-from cdnctl.lab.sample_origin import SampleOrigin
-from tests.monitoring.conftest import ADMIN_TOKEN, Node, PrometheusServer
+from tests.monitoring.conftest import REGION, PrometheusServer
 
 pytestmark = pytest.mark.integration
-
-REGION = "lab"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    tmp = tmp_path_factory.mktemp("monitoring")
-    origins = {
-        "shop": SampleOrigin("shop").start(),
-        "locked": SampleOrigin("locked", basic_auth=("cdn", "right")).start(),
-        "broken": SampleOrigin("broken").start(),
-        "gone": SampleOrigin("gone").start(),
-    }
-    origins["broken"].behave("/", status=503, cache_control="no-store")
-    origins["gone"].behave("/", cache_control="max-age=1")
-    node = Node(
-        EdgeNode(
-            NodeSettings(
-                prefix=tmp / "edge",
-                listen=f"127.0.0.1:{free_port()}",
-                admin_listen=f"127.0.0.1:{free_port()}",
-                admin_token=ADMIN_TOKEN,
-                workers=1,
-            )
-        ).start()
-    )
-    prometheus = PrometheusServer(
-        tmp / "prometheus",
-        REGION,
-        hostvars={
-            "lab-edge-1": {
-                "cdn_region": REGION,
-                "cdn_role": "edge",
-                "cdn_private_address": "127.0.0.1",
-                "cdn_admin_api_port": int(node.edge.settings.admin_listen.rsplit(":", 1)[1]),
-            }
-        },
-        groups={"edge": ["lab-edge-1"]},
-    )
-    try:
-        bundle = make_bundle(
-            tenant("shop", ["shop.test"], origins["shop"].address),
-            tenant("locked", ["locked.test"], origins["locked"].address, basic_auth=("cdn", "old")),
-            tenant("broken", ["broken.test"], origins["broken"].address),
-            tenant("gone", ["gone.test"], origins["gone"].address),
-        )
-        assert node.admin.post("/config", content=bundle_bytes(bundle)).status_code == 200
-        prometheus.start()
-        prometheus.wait_for('up{job="cdn_edge"} == 1')
-        # A series' first sample is not an increase: every kind of request is sent in three
-        # rounds a scrape apart, so rates are not zero. gone's object expires after round 1
-        # and its origin stops: rounds 2 and 3 get the stale copy.
-        for round_ in (1, 2, 3):
-            for path in ("/a", "/a", "/a", "/b", "/b"):  # 2 MISS, 3 HIT
-                assert node.get("shop.test", f"{path}{round_}").status_code == 200
-            for host in ("locked.test", "broken.test", "nobody.test"):
-                node.get(host, "/x")
-            stale = node.get("gone.test", "/s").headers["X-Cache-Status"]
-            assert stale == ("MISS" if round_ == 1 else "STALE")
-            if round_ == 1:
-                time.sleep(2.1)  # max-age=1 (nginx counts whole seconds): /s is stale now
-                origins["gone"].stop()
-            elif round_ == 2:
-                time.sleep(2.1)  # the workers' flush (every second), then a scrape
-        prometheus.wait_for('tenant_region:cdn_stale_responses:rate5m{tenant="gone"} > 0')
-        yield prometheus
-    finally:
-        prometheus.stop()
-        node.close()
-        for origin in origins.values():
-            origin.stop()
 
 
 def test_the_edge_is_scraped_with_the_region_s_labels(stack: PrometheusServer) -> None:

@@ -10,6 +10,7 @@ from cdnctl.cli import dashboards as dashboards_cli
 from cdnctl.cli import dns as dns_cli
 from cdnctl.cli import edge as edge_cli
 from cdnctl.cli import preview as preview_cli
+from cdnctl.cli import stats as stats_cli
 from cdnctl.cli.certs import certs_app
 from cdnctl.cli.inventory import inventory_app
 from cdnctl.cli.lab import lab_commands
@@ -29,6 +30,7 @@ edge_cli.register(app)
 dns_cli.register(app)
 preview_cli.register(app)
 dashboards_cli.register(app)
+stats_cli.register(app)
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(certs_app, name="certs")
 
