@@ -8,29 +8,24 @@ validation is real, over HTTP, against the token the edges serve from their shar
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import ipaddress
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
+import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
 
 from cdnctl.bundle.synthetic import tenant
 from cdnctl.edge.admin_client import Edge
-from cdnctl.edge.pki import key_pem, new_key, self_signed_pem
+from cdnctl.edge.pki import self_signed_pem
 from cdnctl.edge.runner import free_port
 from cdnctl.fleet.certificates import (
     AcmeSettings,
@@ -46,12 +41,18 @@ from cdnctl.fleet.certificates import (
     status,
     wanted_certificates,
 )
+from tests.conftest import tenant_doc
 from tests.edge import conftest as edge_fixtures
 from tests.edge.conftest import ADMIN_TOKEN, Node
+from tests.fleet import pebble as pebble_fixtures
+from tests.fleet.pebble import Pebble
 
-make_node = edge_fixtures.make_node  # real edges, as in tests/edge/
+# Real edges as in tests/edge/, and a real pebble.
+make_node = edge_fixtures.make_node
+make_pebble = pebble_fixtures.make_pebble
 
 DAY = 86400.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- renewal decisions (unit) ----------------------------------------------------------------
@@ -135,139 +136,10 @@ def test_settings_come_from_the_inventory(tmp_path: Path) -> None:
     assert settings.renew_remaining_fraction == 0.25
     assert settings.directory_url.startswith("https://acme-v02.api.letsencrypt.org/")
     for inventory in ("lab", "production"):
-        load_settings(Path(__file__).resolve().parents[2] / "inventories" / inventory)
+        load_settings(ROOT / "inventories" / inventory)
 
 
 # --- pebble (integration) --------------------------------------------------------------------
-
-
-@dataclass
-class Pebble:
-    directory_url: str
-    listener_ca: Path
-    management_url: str
-
-    def issuing_root(self) -> str:
-        context = ssl.create_default_context(cafile=str(self.listener_ca))
-        return httpx.get(f"{self.management_url}/roots/0", verify=context).text
-
-
-def _listener_certificate(directory: Path) -> tuple[Path, Path]:
-    """pebble's own TLS listener: a self-signed certificate for 127.0.0.1."""
-    key = new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble listener")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "listener.pem", directory / "listener.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key_pem(key))
-    return cert_file, key_file
-
-
-def _wait_for(
-    url: str, verify: ssl.SSLContext, process: subprocess.Popen[bytes], log: Path
-) -> None:
-    for _ in range(200):  # bounded: 10 s
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited: {log.read_text()[-2000:]}")
-        try:
-            httpx.get(url, verify=verify, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} not ready: {log.read_text()[-2000:]}")
-
-
-@pytest.fixture
-def make_pebble(tmp_path: Path) -> Iterator[Callable[[int], Pebble]]:
-    if not shutil.which("pebble"):
-        pytest.fail("pebble is not installed: run `make setup` (Debian package pebble)")
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(http_port: int) -> Pebble:
-        directory = tmp_path / "pebble"
-        directory.mkdir()
-        cert_file, key_file = _listener_certificate(directory)
-        dns_port = free_port()
-        log = directory / "pebble.log"
-        with log.open("ab") as out:
-            processes.append(
-                subprocess.Popen(
-                    [
-                        "pebble-challtestsrv",
-                        "-dns01",
-                        f"127.0.0.1:{dns_port}",
-                        "-http01",
-                        "",
-                        "-https01",
-                        "",
-                        "-tlsalpn01",
-                        "",
-                        "-management",
-                        f"127.0.0.1:{free_port()}",
-                        "-defaultIPv4",
-                        "127.0.0.1",
-                        "-defaultIPv6",
-                        "",
-                    ],
-                    stdout=out,
-                    stderr=out,
-                )
-            )
-            listen, management = free_port(), free_port()
-            config = {
-                "pebble": {
-                    "listenAddress": f"127.0.0.1:{listen}",
-                    "managementListenAddress": f"127.0.0.1:{management}",
-                    "certificate": str(cert_file),
-                    "privateKey": str(key_file),
-                    "httpPort": http_port,
-                    "tlsPort": free_port(),
-                    "ocspResponderURL": "",
-                    "externalAccountBindingRequired": False,
-                }
-            }
-            (directory / "pebble.json").write_text(json.dumps(config))
-            env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
-            processes.append(
-                subprocess.Popen(
-                    [
-                        "pebble",
-                        "-config",
-                        str(directory / "pebble.json"),
-                        "-dnsserver",
-                        f"127.0.0.1:{dns_port}",
-                    ],
-                    stdout=out,
-                    stderr=out,
-                    env=env,
-                )
-            )
-        pebble = Pebble(
-            f"https://127.0.0.1:{listen}/dir", cert_file, f"https://127.0.0.1:{management}"
-        )
-        context = ssl.create_default_context(cafile=str(cert_file))
-        _wait_for(pebble.directory_url, context, processes[-1], log)
-        return pebble
-
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(10)
 
 
 def port_of(address: str) -> int:
@@ -426,3 +298,64 @@ def test_custom_certificate_is_deployed_as_given(
     assert "vault password" in str(missing.tenants[0].error)
     assert missing.tenants[0].decision == Decision("keep", "custom certificate")
     assert [(e.set, e.removed) for e in missing.edges] == [([], [])]
+
+
+@pytest.mark.integration
+def test_the_playbook_issues_once_then_reports_no_change(
+    make_node: Callable[..., Node], make_pebble: Callable[[int], Pebble], tmp_path: Path
+) -> None:
+    node = make_node("eu", https_listen=f"127.0.0.1:{free_port()}")
+    pebble = make_pebble(port_of(node.address))
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    edge_host = {
+        "cdn_private_address": "127.0.0.1",
+        "cdn_admin_api_port": port_of(node.edge.settings.admin_listen),
+    }
+    (inventory / "hosts.yml").write_text(
+        yaml.safe_dump({"all": {"children": {"edge": {"hosts": {"eu-edge-1": edge_host}}}}})
+    )
+    (inventory / "group_vars" / "all" / "certificates.yml").write_text(
+        yaml.safe_dump(
+            {
+                "cdn_acme": {
+                    "directory_url": pebble.directory_url,
+                    "ca_bundle": str(pebble.listener_ca),
+                    "state_dir": str(tmp_path / "state"),
+                }
+            }
+        )
+    )
+    tenants = tmp_path / "tenants"
+    tenants.mkdir()
+    (tenants / "shop.yaml").write_text(yaml.safe_dump(tenant_doc("shop", domains=["shop.test"])))
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(Path(sys.executable).with_name("ansible-playbook")),
+                "-i",
+                str(inventory),
+                "-e",
+                f"cdn_tenants_dir={tenants}",
+                str(ROOT / "ansible" / "certificates.yml"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "CDNCTL_ADMIN_TOKEN": ADMIN_TOKEN,
+                "ANSIBLE_NOCOLOR": "1",
+                "PYTHONPATH": str(ROOT / "src"),
+            },
+        )
+
+    first = run()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "changed=1" in first.stdout
+    assert node.admin.get("/certificates").json()["certificates"]["shop"]["names"] == ["shop.test"]
+    second = run()
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "changed=0" in second.stdout

@@ -124,8 +124,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         (inventory / "hosts.yml").write_text(
             yaml.safe_dump({"all": {"children": {g: {"hosts": h} for g, h in hosts.items()}}})
         )
-        settings = dns.load_settings(inventory)
-        fleet = dns.fleet_from_inventory(inventory_json(inventory))
+        listing = inventory_json(inventory)
+        settings = dns.load_settings(inventory, dns.platform_vars(listing))
+        fleet = dns.fleet_from_inventory(listing)
         zones = dns.render_zones(settings, fleet, TENANTS)
         for server in servers:
             dns.write_tree(

@@ -139,3 +139,21 @@ def test_write_tree_removes_zones_no_longer_rendered(tmp_path: Path) -> None:
     dns.write_tree(tmp_path, "config", {"a.test": "a", "b.test": "b"})
     dns.write_tree(tmp_path, "config", {"a.test": "a"})
     assert sorted(p.name for p in (tmp_path / "zones").iterdir()) == ["a.test"]
+
+
+def test_pulumis_platform_variables_fill_in_domain_and_nets(tmp_path: Path) -> None:
+    platform = {
+        "cdn_domain": "cdn.example.net",
+        "cdn_regions": {"eu": {"client_networks": ["192.0.2.0/25"]}, "us": {}},
+    }
+    (tmp_path / "group_vars" / "all").mkdir(parents=True)
+    settings_file = tmp_path / "group_vars" / "all" / "dns.yml"
+    settings_file.write_text("cdn_dns:\n  regions:\n    us:\n      nets: [192.0.2.128/25]\n")
+    settings = dns.load_settings(tmp_path, platform)
+    assert settings.domain == "cdn.example.net"
+    assert settings.regions["eu"].nets == ["192.0.2.0/25"]
+    assert settings.regions["us"].nets == ["192.0.2.128/25"]  # dns.yml wins
+    settings_file.unlink()
+    assert dns.load_settings(tmp_path, platform).regions["us"].nets == []
+    with pytest.raises(dns.DnsError, match=r"dns\.yml: not found"):
+        dns.load_settings(tmp_path, {})

@@ -115,9 +115,9 @@ def records(
 ) -> None:
     """The DNS records the customer creates in its own zones (one CNAME per domain)."""
     try:
-        settings = dns.load_settings(inventory)
+        settings = dns.load_settings(inventory, dns.platform_vars(inventory_json(inventory)))
         policy = load_policy(inventory)
-    except (dns.DnsError, PolicyError) as exc:
+    except (ValueError, PolicyError) as exc:
         raise _fail(str(exc)) from None
     path = tenants / f"{tenant}{TENANT_SUFFIX}"
     if not path.is_file():
@@ -155,9 +155,10 @@ def render(
 ) -> None:
     """Write gdnsd's config and zones (what the geodns role installs on the DNS hosts)."""
     try:
-        settings = dns.load_settings(inventory)
+        listing = inventory_json(inventory)
+        settings = dns.load_settings(inventory, dns.platform_vars(listing))
         policy = load_policy(inventory)
-        fleet = dns.fleet_from_inventory(inventory_json(inventory))
+        fleet = dns.fleet_from_inventory(listing)
         checked = check_tenants([tenants], policy, cache_dir=DEFAULT_CACHE_DIR)
         if not checked.ok:
             for problem in checked.problems:

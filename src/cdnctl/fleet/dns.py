@@ -22,6 +22,7 @@ only has to change when the content does).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 import json
@@ -192,20 +193,47 @@ class ServerOptions:
     state_dir: str = "/var/lib/gdnsd"
 
 
-def load_settings(inventory: Path) -> DnsSettings:
+def load_settings(inventory: Path, platform: Mapping[str, Any] | None = None) -> DnsSettings:
+    """`cdn_dns` of the inventory's group_vars/all/dns.yml over the inventory's own platform
+    variables (`cdn_domain`, `cdn_regions.<name>.client_networks`: what Pulumi exports), so
+    a fleet from Pulumi needs dns.yml only for what Pulumi does not know."""
     path = inventory / SETTINGS_FILE
-    if not path.is_file():
+    raw: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise DnsError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get(SETTINGS_KEY), dict):
+            raise DnsError(f"{path}: needs a mapping under {SETTINGS_KEY}")
+        raw = data[SETTINGS_KEY]
+    elif not platform or "cdn_domain" not in platform:
         raise DnsError(
-            f"{path}: not found; create it with a {SETTINGS_KEY} mapping (domain, regions with "
-            "their nets): see inventories/production/group_vars/all/dns.yml"
+            f"{path}: not found and the inventory has no cdn_domain/cdn_regions; create it "
+            f"with a {SETTINGS_KEY} mapping (domain, regions with their nets): see "
+            "inventories/production/group_vars/all/dns.yml"
         )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise DnsError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get(SETTINGS_KEY), dict):
-        raise DnsError(f"{path}: needs a mapping under {SETTINGS_KEY}")
-    return parse_settings(data[SETTINGS_KEY], str(path))
+    return parse_settings(with_platform_defaults(raw, platform or {}), str(path))
+
+
+def with_platform_defaults(raw: Mapping[str, Any], platform: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(raw)
+    if "domain" not in merged and "cdn_domain" in platform:
+        merged["domain"] = platform["cdn_domain"]
+    regions = {name: dict(spec or {}) for name, spec in (merged.get("regions") or {}).items()}
+    for name, spec in (platform.get("cdn_regions") or {}).items():
+        regions.setdefault(name, {}).setdefault("nets", list(spec.get("client_networks", [])))
+    if regions:
+        merged["regions"] = regions
+    return merged
+
+
+def platform_vars(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The `all` group's platform variables of an `ansible-inventory --list` document (every
+    host carries them; the first host's are taken)."""
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    first = hostvars[min(hostvars)] if hostvars else {}
+    return {key: first[key] for key in ("cdn_domain", "cdn_regions") if key in first}
 
 
 def parse_settings(raw: Mapping[str, Any], source: str = SETTINGS_KEY) -> DnsSettings:
@@ -252,8 +280,13 @@ def tenant_names(results: Iterable[FileResult]) -> list[TenantNames]:
 
 
 def _environment() -> jinja2.Environment:
+    return _environment_for(templates_dir())
+
+
+@functools.cache  # compiled templates are reused: tenant domain zones render 100k+ times
+def _environment_for(templates: Path) -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir() / "gdnsd"),
+        loader=jinja2.FileSystemLoader(templates / "gdnsd"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -321,27 +354,25 @@ def render_config(settings: DnsSettings, fleet: Fleet, server: ServerOptions) ->
 Record = tuple[str, int | str, str, str]  # owner (relative or @), TTL, type, data
 
 
-def _zone_text(settings: DnsSettings, origin: str, records: Sequence[Record]) -> str:
-    soa = settings.soa
+def _zone_text(
+    settings: DnsSettings, origin: str, records: Sequence[Record], template: jinja2.Template
+) -> str:
+    soa = settings.soa.model_dump()
     primary = f"{_ns_name(settings)}."
     digest = hashlib.sha256(
-        json.dumps([origin, soa.model_dump(), primary, records], separators=(",", ":")).encode()
+        json.dumps([origin, soa, primary, records], separators=(",", ":")).encode()
     ).digest()
     serial = int.from_bytes(digest[:4], "big") or 1  # 0 reads as "no serial" to some tools
-    return (
-        _environment()
-        .get_template("zone.j2")
-        .render(
-            header=HEADER,
-            soa={
-                **soa.model_dump(),
-                "primary": primary,
-                "hostmaster": f"{soa.hostmaster}.{origin}.",
-            },
-            serial=serial,
-            records=records,
-        )
+    return template.render(
+        header=HEADER,
+        soa={**soa, "primary": primary, "hostmaster": f"{settings.soa.hostmaster}.{origin}."},
+        serial=serial,
+        records=records,
     )
+
+
+def _zone_template() -> jinja2.Template:
+    return _environment().get_template("zone.j2")
 
 
 def _ns_name(settings: DnsSettings, index: int = 1) -> str:
@@ -378,7 +409,7 @@ def platform_zone(settings: DnsSettings, fleet: Fleet, tenants: Iterable[TenantN
     edge_fqdn = f"{settings.edge_name}.{domain}."
     ttl = settings.tenant_ttl
     records.extend((tenant.id, ttl, "CNAME", edge_fqdn) for tenant in tenants)
-    return _zone_text(settings, domain, records)
+    return _zone_text(settings, domain, records, _zone_template())
 
 
 def tenant_zones(
@@ -413,8 +444,11 @@ def tenant_zones(
         relative = name[: -len(apex)].rstrip(".") or "@"
         owners.setdefault(apex, set()).add(relative)
     head = _name_servers(settings, fleet)
+    template = _zone_template()
     return {
-        apex: _zone_text(settings, apex, head + [_dyna(settings, owner) for owner in sorted(rel)])
+        apex: _zone_text(
+            settings, apex, head + [_dyna(settings, owner) for owner in sorted(rel)], template
+        )
         for apex, rel in sorted(owners.items())
     }
 
