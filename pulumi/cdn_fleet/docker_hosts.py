@@ -7,14 +7,11 @@ connection plugin, so `ansible_host` is the container name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import pulumi
 import pulumi_docker as docker
 
 from cdn_fleet.host import Machine
-from cdnctl.fleet.topology import DockerSettings, HostSpec, RegionConfig
+from cdnctl.fleet.topology import DockerSettings, FleetConfig, HostSpec, RegionConfig
 
 CONNECTION_VARS = {"ansible_connection": "containers.podman.podman"}
 
@@ -33,18 +30,22 @@ def declare_network(settings: DockerSettings) -> docker.Network:
 class DockerBackend:
     """Declares regions as containers on `network`; a region has no resources of its own."""
 
-    def __init__(self, network: docker.Network) -> None:
+    def __init__(self, network: docker.Network, fleet: FleetConfig) -> None:
         self.network = network
+        self.fleet = fleet
 
     def declare_site(self, name: str, region: RegionConfig, parent: pulumi.Resource) -> DockerSite:
-        return DockerSite(self.network)
+        return DockerSite(self.network, self.fleet)
 
 
 class DockerSite:
-    def __init__(self, network: docker.Network) -> None:
+    def __init__(self, network: docker.Network, fleet: FleetConfig) -> None:
         self.network = network
+        self.fleet = fleet
 
     def declare_machine(self, name: str, spec: HostSpec, parent: pulumi.Resource) -> Machine:
+        # The topology's fixed address: the lab (cdnctl lab up) gives the host the same one.
+        address = self.fleet.host_address(spec)
         container = docker.Container(
             f"{name}-container",
             name=spec.name,
@@ -56,16 +57,12 @@ class DockerSite:
                 docker.ContainerLabelArgs(label="cdn.region", value=spec.region),
             ],
             networks_advanced=[
-                docker.ContainerNetworksAdvancedArgs(name=self.network.name, aliases=[spec.name])
+                docker.ContainerNetworksAdvancedArgs(
+                    name=self.network.name, aliases=[spec.name], ipv4_address=address
+                )
             ],
             restart="unless-stopped",
             opts=pulumi.ResourceOptions(parent=parent),
-        )
-        # Nested applies: Output.all would turn the typed network data into plain dicts.
-        address = self.network.name.apply(
-            lambda network: container.network_datas.apply(
-                lambda datas: _address_on(datas, network, spec.name)
-            )
         )
         return Machine(
             ansible_host=container.name,
@@ -73,10 +70,3 @@ class DockerSite:
             private_address=address,
             connection_vars=CONNECTION_VARS,
         )
-
-
-def _address_on(network_datas: Sequence[Any] | None, network: str, host: str) -> str:
-    for data in network_datas or ():
-        if data.network_name == network and data.ip_address:
-            return data.ip_address
-    raise ValueError(f"container {host} has no IPv4 address on network {network!r}")

@@ -29,5 +29,5 @@ def build(fleet: FleetConfig) -> dict[str, pulumi.Output[Any]]:
 
 def _backend(fleet: FleetConfig) -> Backend:
     if fleet.provider.kind == "docker":
-        return DockerBackend(declare_network(fleet.provider.docker_settings))
+        return DockerBackend(declare_network(fleet.provider.docker_settings), fleet)
     return AwsBackend(fleet.admin)

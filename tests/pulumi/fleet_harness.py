@@ -65,7 +65,8 @@ class FleetMocks(pulumi.runtime.Mocks):
                 "networkDatas": [
                     {
                         "networkName": network["name"],
-                        "ipAddress": str(next(self._container_ips)),
+                        # Docker gives a container the address it asks for, else the next.
+                        "ipAddress": network.get("ipv4Address") or str(next(self._container_ips)),
                         "ipPrefixLength": 24,
                     }
                     for network in args.inputs.get("networksAdvanced", [])

@@ -49,6 +49,17 @@ BAD_LOCAL_CONFIGS = {
             "set roles.dns.count to at least 1",
         ],
     ),
+    "more edges than a local region has addresses for": (
+        _set("regions.0.roles.edge.count", 17),
+        [
+            "cdn:fleet: regions[0] ('eu').roles.edge.count is 17",
+            "addresses for 16 edge host(s) at most",
+        ],
+    ),
+    "more regions than the subnet has room for": (
+        _set("provider.docker.network.subnet", "10.90.0.0/26"),
+        ["subnet 10.90.0.0/26 has addresses for 1 region(s)", "use a larger subnet"],
+    ),
     "negative count": (
         _set("regions.0.roles.shield.count", -1),
         [

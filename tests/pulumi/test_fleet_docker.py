@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from typing import Any
 
@@ -49,9 +50,28 @@ def test_every_container_is_on_the_one_fleet_network(local_run: FleetRun) -> Non
     assert network.inputs["name"] == "cdn-fleet"
     assert network.inputs["ipamConfigs"] == [{"subnet": "10.90.0.0/24"}]
     for container in local_run.of_type(CONTAINER):
-        assert container.inputs["networksAdvanced"] == [
-            {"name": "cdn-fleet", "aliases": [container.inputs["name"]]}
-        ]
+        (attachment,) = container.inputs["networksAdvanced"]
+        assert attachment["name"] == "cdn-fleet"
+        assert attachment["aliases"] == [container.inputs["name"]]
+        assert ipaddress.ip_address(attachment["ipv4Address"]) in ipaddress.ip_network(
+            "10.90.0.0/24"
+        )
+
+
+def test_every_host_has_the_topologys_fixed_address(local_run: FleetRun) -> None:
+    """Addresses follow the topology (the lab uses the same ones): a block per region, a
+    range per role; adding an edge moves no other host."""
+    addresses = {
+        c.inputs["name"]: c.inputs["networksAdvanced"][0]["ipv4Address"]
+        for c in local_run.of_type(CONTAINER)
+    }
+    assert addresses["eu-edge-1"] == "10.90.0.16"
+    assert addresses["eu-edge-2"] == "10.90.0.17"
+    assert addresses["eu-shield-1"] == "10.90.0.32"
+    assert addresses["eu-dns-1"] == "10.90.0.40"
+    assert addresses["us-edge-1"] == "10.90.0.48"
+    assert addresses["us-prometheus-1"] == "10.90.0.76"
+    assert len(set(addresses.values())) == len(addresses)
 
 
 def test_components_are_one_region_each_owning_its_hosts(local_run: FleetRun) -> None:

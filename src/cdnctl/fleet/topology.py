@@ -231,6 +231,22 @@ class AdminAccess(_Strict):
     ssh_public_key: str | None = Field(default=None, pattern=r"^(ssh|ecdsa)-[a-z0-9-]+ \S+")
 
 
+# Fixed host addresses on the docker provider's network: `pulumi up` of a local stack and
+# the lab (cdnctl.lab) give every host the same address, derived from its place in the
+# topology, so the inventory exists before the containers do. In the subnet: offsets 2-15
+# for lab-only hosts (origins, ACME server), then one block per region in config order,
+# and a fixed range per role inside a block (start, size).
+FIRST_REGION_OFFSET = 16
+REGION_BLOCK = 32
+ROLE_SLOTS = {
+    "edge": (0, 16),
+    "shield": (16, 8),
+    "dns": (24, 4),
+    "prometheus": (28, 2),
+    "grafana": (30, 2),
+}
+
+
 @dataclass(frozen=True)
 class HostSpec:
     """One host the fleet runs, as the config asks for it."""
@@ -279,6 +295,22 @@ class FleetConfig(_Strict):
             self._forbid_role_field(index, region, "image", "aws")
 
     def _check_docker(self) -> None:
+        subnet = ipaddress.ip_network(self.provider.docker_settings.network.subnet)
+        blocks = (subnet.num_addresses - FIRST_REGION_OFFSET - 1) // REGION_BLOCK
+        if len(self.regions) > blocks:
+            raise _problem(
+                f"provider.docker.network.subnet {subnet} has addresses for {blocks} region(s) "
+                f"({REGION_BLOCK} each after the first {FIRST_REGION_OFFSET}), not "
+                f"{len(self.regions)}; use a larger subnet, e.g. a /22"
+            )
+        for index, region in enumerate(self.regions):
+            for role, (_, size) in ROLE_SLOTS.items():
+                if region.roles.spec(role).count > size:
+                    raise _problem(
+                        f"regions[{index}] ({region.name!r}).roles.{role}.count is "
+                        f"{region.roles.spec(role).count}; a local (docker) region has "
+                        f"addresses for {size} {role} host(s) at most"
+                    )
         for index, region in enumerate(self.regions):
             if region.aws is not None:
                 raise _problem(
@@ -296,6 +328,18 @@ class FleetConfig(_Strict):
                     f"regions[{index}] ({region.name!r}).roles.{role}.{field} does not apply to "
                     f"provider.kind {kind!r}; size {kind} hosts with {size}"
                 )
+
+    def subnet_address(self, offset: int) -> str:
+        """The address `offset` into the docker network's subnet."""
+        subnet = ipaddress.ip_network(self.provider.docker_settings.network.subnet)
+        return str(subnet.network_address + offset)
+
+    def host_address(self, spec: HostSpec) -> str:
+        """A docker host's fixed address (see ROLE_SLOTS)."""
+        region = [r.name for r in self.regions].index(spec.region)
+        start, _ = ROLE_SLOTS[spec.role]
+        offset = FIRST_REGION_OFFSET + REGION_BLOCK * region + start + spec.number - 1
+        return self.subnet_address(offset)
 
     def host_specs(self, region: RegionConfig) -> list[HostSpec]:
         """The hosts of `region`, role by role, numbered from 1 (`<region>-<role>-<n>`)."""
