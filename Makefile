@@ -63,6 +63,7 @@ bench: setup  ## Run the benchmarks (print JSON)
 	$(BIN)/python bench/tenant_scale.py
 	$(BIN)/python bench/dataplane.py
 	$(BIN)/python bench/hit_instructions.py
+	$(BIN)/python bench/metrics_scale.py
 	$(BIN)/python bench/zone_scale.py
 
 clean:  ## Remove the venv and caches
