@@ -312,14 +312,16 @@ def test_certificates_survive_a_restart_in_private_files(
 ) -> None:
     https = f"127.0.0.1:{free_port()}"
     node = make_node("edge", https_listen=https)
-    keep, gone = ca.issue(["keep.test"]), ca.issue(["gone.test"])
+    first, keep, gone = ca.issue(["keep.test"]), ca.issue(["keep.test"]), ca.issue(["gone.test"])
     assert (
-        set_certs(node, {"tenant": "keep", **keep}, {"tenant": "gone", **gone}).status_code == 200
+        set_certs(node, {"tenant": "keep", **first}, {"tenant": "gone", **gone}).status_code == 200
     )
-    assert set_certs(node, remove=["gone"]).status_code == 200
+    # Replaced and removed: their old files go once the new index is written.
+    assert set_certs(node, {"tenant": "keep", **keep}, remove=["gone"]).status_code == 200
     state = node.edge.settings.effective_state_dir
     files = sorted(p.name for p in state.glob("cert*"))
-    assert files == ["cert-keep.json", "certs.index.json"]
+    fingerprint = node.admin.get("/certificates").json()["certificates"]["keep"]["fingerprint"]
+    assert files == [f"cert-keep-{fingerprint[:16]}.json", "certs.index.json"]
     for name in files:
         assert (state / name).stat().st_mode & 0o777 == 0o600
     listing = node.admin.get("/certificates").json()

@@ -77,6 +77,7 @@ def test_valid_tenant_has_no_problems(tenants_dir, write_tenant):
         ({"tls": {"certificate": "letsencrypt"}}, "tls.certificate", "'acme', 'custom'"),
         ({"tls": {"certificate": "custom"}}, "tls", "needs cert_file and key"),
         ({"tls": {"certificate": "acme", "cert_file": "x.pem"}}, "tls", "only used with"),
+        ({"tls": {"certificate": "none", "redirect_http": True}}, "tls", "certificate is none"),
         (
             {"rate_limit": {"requests_per_second": 0}},
             "rate_limit.requests_per_second",

@@ -8,12 +8,15 @@ checks use testinfra's podman backend (`podman exec`, with molecule's CONTAINERS
 from __future__ import annotations
 
 import os
+import ssl
 import uuid
 
 import httpx
 import pytest
 import testinfra
+from cryptography import x509
 
+from cdnctl.edge.pki import self_signed_pem
 from cdnctl.lab.sample_origin import body_for
 
 TOKEN = os.environ["CDNCTL_ADMIN_TOKEN"]
@@ -113,3 +116,43 @@ def test_public_listener_does_not_serve_the_admin_api() -> None:
     for address in EDGES.values():
         response = httpx.get(f"http://{address}/config", headers={"Host": address}, timeout=10)
         assert response.status_code == 404
+
+
+def https_get(client: httpx.Client, address: str, domain: str, path: str) -> httpx.Response:
+    """GET over TLS to the edge's address, with the tenant's name as SNI and Host."""
+    request = client.build_request(
+        "GET",
+        f"https://{address}{path}",
+        headers={"Host": domain},
+        extensions={"sni_hostname": domain},
+    )
+    return client.send(request)
+
+
+@pytest.mark.parametrize("name", sorted(EDGES))
+def test_https_default_certificate_then_a_pushed_one_without_reload(name: str) -> None:
+    address = EDGES[name]
+    domain, base_path, _ = TENANTS["customer-a"]
+    host = node(name)
+    master = host.check_output("systemctl show -p MainPID --value cdnctl-nginx")
+    assert host.socket("tcp://0.0.0.0:443").is_listening
+    # No SNI, or a name without a tenant certificate: the self-signed default answers.
+    default = x509.load_pem_x509_certificate(ssl.get_server_certificate((address, 443)).encode())
+    assert default.subject.rfc4514_string() == "CN=default.cdnctl.invalid"
+    # A certificate pushed through the admin API is served at once, no reload.
+    cert, key = self_signed_pem([domain], days=1)
+    pushed = httpx.post(
+        f"http://{address}:{ADMIN_PORT}/certificates",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        json={"set": [{"tenant": "customer-a", "cert": cert.decode(), "key": key.decode()}]},
+        timeout=10,
+    )
+    assert pushed.status_code == 200, pushed.text
+    path = f"/molecule/{RUN}/tls.bin"
+    with httpx.Client(
+        verify=ssl.create_default_context(cadata=cert.decode()), timeout=10
+    ) as client:
+        response = https_get(client, address, domain, path)
+    assert response.status_code == 200, response.text[:300]
+    assert response.content == body_for("customer-a", base_path + path, 1024)
+    assert host.check_output("systemctl show -p MainPID --value cdnctl-nginx") == master

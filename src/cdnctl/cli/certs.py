@@ -83,6 +83,7 @@ def _converge(
     edge: list[str] | None,
     token_file: Path | None,
     vault_password_file: Path | None,
+    fmt: Format,
 ) -> None:
     settings = _settings(inventory)
     wanted = _wanted(tenants, inventory)
@@ -98,6 +99,39 @@ def _converge(
         renew=renew,
         vault_secret=vault_secret(vault_password_file),
     )
+    if fmt is Format.json:
+        out.print_json(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "issued": report.issued,
+                    "tenants": [
+                        {
+                            "tenant": t.tenant,
+                            "kind": t.kind,
+                            "action": t.decision.action,
+                            "reason": t.decision.reason,
+                            "not_after": t.not_after,
+                            "error": t.error,
+                        }
+                        for t in report.tenants
+                    ],
+                    "edges": [
+                        {
+                            "edge": e.edge,
+                            "ok": e.ok,
+                            "set": e.set,
+                            "removed": e.removed,
+                            "error": e.error,
+                        }
+                        for e in report.edges
+                    ],
+                }
+            )
+        )
+        if not report.ok:
+            raise typer.Exit(EXIT_FAILED)
+        return
     table = Table(title=f"Certificates ({settings.directory_url})")
     for column in ("Tenant", "Kind", "Action", "Why", "Expires (UTC)", "Result"):
         table.add_column(column)
@@ -129,9 +163,10 @@ def issue(
     edge: EdgeOpt = None,
     token_file: TokenFileOpt = None,
     vault_password_file: VaultPasswordOpt = None,
+    fmt: FormatOpt = Format.text,
 ) -> None:
     """Obtain the certificates tenants lack (or whose names changed) and deploy all of them."""
-    _converge(False, inventory, tenants, edge, token_file, vault_password_file)
+    _converge(False, inventory, tenants, edge, token_file, vault_password_file, fmt)
 
 
 @certs_app.command("renew")
@@ -141,9 +176,10 @@ def renew(
     edge: EdgeOpt = None,
     token_file: TokenFileOpt = None,
     vault_password_file: VaultPasswordOpt = None,
+    fmt: FormatOpt = Format.text,
 ) -> None:
     """`issue`, plus renewing every certificate with less than its renewal fraction left."""
-    _converge(True, inventory, tenants, edge, token_file, vault_password_file)
+    _converge(True, inventory, tenants, edge, token_file, vault_password_file, fmt)
 
 
 @certs_app.command("status")

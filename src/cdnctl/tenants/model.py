@@ -212,6 +212,11 @@ class Tls(Strict):
                 f"cert_file/key are only used with certificate: custom (not {self.certificate})",
                 "remove them or set certificate: custom",
             )
+        if self.redirect_http and self.certificate == "none":
+            raise InputError(
+                "redirect_http sends clients to HTTPS, but certificate is none",
+                "set certificate: acme (or custom), or remove redirect_http",
+            )
         return self
 
 

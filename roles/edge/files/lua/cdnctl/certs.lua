@@ -10,7 +10,7 @@
 -- chain and key; a name missed there costs its lookups, and PEM is parsed only when that
 -- tenant's fingerprint differs from the parsed copy this worker holds.
 --
--- Persisted in the state dir (0600): "cert-<tenant>.json" per tenant, and
+-- Persisted in the state dir (0600): "cert-<tenant>-<fingerprint>.json" per tenant, and
 -- "certs.index.json", written last, which is the commit point: on start only the tenants
 -- it lists are loaded (a file it does not list is left over from a failed change).
 local ffi = require "ffi"
@@ -87,11 +87,14 @@ local challenges = ngx.shared.cdn_acme
 local _M = {}
 
 -- This worker's parsed certificates: SNI name -> {id, fingerprint, chain, key} or false
--- (no certificate), valid for one "gen"; parsed[id] outlives a gen while its fingerprint
--- stays. Bounded like store.lua's caches: made-up SNI names cannot grow it.
+-- (no certificate), valid for one "gen". A parsed certificate outlives a gen while its
+-- fingerprint stays: `parsed` holds those used in this gen, `previous` those of the gen
+-- before (reused, not parsed again, when still current); one unused for a whole gen is
+-- dropped, so removed certificates do not pile up. Bounded like store.lua's caches:
+-- made-up SNI names cannot grow it.
 local CACHE_MAX = 20000
 local cache_gen, by_name, cached = nil, {}, 0
-local parsed = {}
+local parsed, previous = {}, {}
 
 local function decode_index(raw)
     local index = raw and cjson.decode(raw)
@@ -132,8 +135,9 @@ local function lookup(name)
         return false
     end
     local fingerprint = dict:get("v:" .. id)
-    local p = parsed[id]
+    local p = parsed[id] or previous[id]
     if p and p.fingerprint == fingerprint then
+        parsed[id] = p
         return p
     end
     return parse_entry(id, fingerprint) or false
@@ -149,6 +153,7 @@ function _M.select()
     local gen = dict:get("gen")
     if gen ~= cache_gen or cached >= CACHE_MAX then
         cache_gen, by_name, cached = gen, {}, 0
+        parsed, previous = {}, parsed
     end
     local p = by_name[name]
     if p == nil then
@@ -256,8 +261,10 @@ local function check_item(item, now)
     return info
 end
 
-local function entry_file(id)
-    return node.settings.state_dir .. "/cert-" .. id .. ".json"
+-- Named after the fingerprint too: a change writes new files next to the ones the
+-- committed index names, so a failure before the index is written changes nothing.
+local function entry_file(id, fingerprint)
+    return node.settings.state_dir .. "/cert-" .. id .. "-" .. sub(fingerprint, 1, 16) .. ".json"
 end
 
 local function bump()
@@ -277,7 +284,10 @@ local function put(id, info, cert, key, old)
             return nil, "cdn_certs: " .. tostring(err)
         end
     end
-    dict:set("v:" .. id, info.fingerprint)
+    ok, err = dict:safe_set("v:" .. id, info.fingerprint)
+    if not ok then
+        return nil, "cdn_certs: " .. tostring(err)
+    end
     if old then
         local keep = {}
         for _, name in ipairs(info.names) do
@@ -355,7 +365,8 @@ local function change(body)
     end
 
     for _, item in ipairs(items) do
-        local ok, err = fsutil.write_private(entry_file(item.tenant),
+        local ok, err = fsutil.write_private(entry_file(item.tenant,
+            next_index[item.tenant].fingerprint),
             cjson.encode({ tenant = item.tenant, cert = item.cert, key = item.key }))
         if not ok then
             return nil, "persist failed, nothing changed: " .. err, 500
@@ -382,10 +393,18 @@ local function change(body)
             return nil, perr .. " (persisted; live after a restart or a larger cdn_certs)", 507
         end
     end
-    dict:set("index", cjson.encode(next_index))
+    -- safe_set throughout: a full dict must fail the change, never evict a served name.
+    local iok, ierr = dict:safe_set("index", cjson.encode(next_index))
     bump()
-    for _, id in ipairs(remove) do
-        fsutil.unlink(entry_file(id))
+    if not iok then
+        return nil, "cdn_certs: " .. tostring(ierr)
+            .. " (persisted; live after a restart or a larger cdn_certs)", 507
+    end
+    for id, info in pairs(index) do
+        local now_info = next_index[id]
+        if not now_info or now_info.fingerprint ~= info.fingerprint then
+            fsutil.unlink(entry_file(id, info.fingerprint))
+        end
     end
     local count = 0
     for _ in pairs(next_index) do
@@ -427,7 +446,8 @@ function _M.load_persisted()
     local index = decode_index(raw)
     local loaded = {}
     for id, info in pairs(index) do
-        local entry = cjson.decode(node.read_file(entry_file(id)) or "null")
+        local entry = type(info) == "table" and type(info.fingerprint) == "string"
+            and cjson.decode(node.read_file(entry_file(id, info.fingerprint)) or "null")
         if type(entry) ~= "table" or type(entry.cert) ~= "string" or type(entry.key) ~= "string"
             or sha256.hex(entry.cert .. "\n" .. entry.key) ~= info.fingerprint
         then
@@ -442,7 +462,10 @@ function _M.load_persisted()
             end
         end
     end
-    dict:set("index", cjson.encode(loaded))
+    local ok, err = dict:safe_set("index", cjson.encode(loaded))
+    if not ok then
+        ngx.log(ngx.ERR, "cdnctl: certificate index not loaded: ", err)
+    end
     bump()
     return true
 end
