@@ -32,19 +32,6 @@ def fleet_inventory(fleet: FleetConfig, hosts: Sequence[Host]) -> pulumi.Output[
         lambda host_vars: {
             "hosts": dict(zip(names, host_vars, strict=True)),
             "groups": {group: sorted(members) for group, members in groups.items()},
-            "vars": fleet_vars(fleet),
+            "vars": fleet.inventory_vars(),
         }
     )
-
-
-def fleet_vars(fleet: FleetConfig) -> dict[str, Any]:
-    """Platform settings every play needs (the `all` group's variables)."""
-    return {
-        "cdn_domain": fleet.domain,
-        "cdn_admin_api_port": fleet.admin.api_port,
-        "cdn_admin_cidrs": list(fleet.admin.cidrs),
-        "cdn_regions": {
-            region.name: {"client_networks": list(region.client_networks)}
-            for region in fleet.regions
-        },
-    }

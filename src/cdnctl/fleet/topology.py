@@ -329,6 +329,18 @@ class FleetConfig(_Strict):
                     f"provider.kind {kind!r}; size {kind} hosts with {size}"
                 )
 
+    def inventory_vars(self) -> dict[str, Any]:
+        """Platform settings every play needs (the inventory's `all` group variables)."""
+        return {
+            "cdn_domain": self.domain,
+            "cdn_admin_api_port": self.admin.api_port,
+            "cdn_admin_cidrs": list(self.admin.cidrs),
+            "cdn_regions": {
+                region.name: {"client_networks": list(region.client_networks)}
+                for region in self.regions
+            },
+        }
+
     def subnet_address(self, offset: int) -> str:
         """The address `offset` into the docker network's subnet."""
         subnet = ipaddress.ip_network(self.provider.docker_settings.network.subnet)
