@@ -9,9 +9,8 @@ exactly the wanted certificates (`POST /certificates`, fingerprints compared fir
 second run sends nothing). Keys live in the controller's state directory (0700, files
 0600), never in git; edges keep theirs in their own 0600 state.
 
-State directory layout: `account.pem` (ACME account key, unless `account_key_file`),
-`account.json` (account URL per directory URL), and per tenant `<id>.crt` (chain),
-`<id>.key`, `<id>.json` (failures, next attempt, last error).
+State directory layout: `account.pem` (ACME account key, unless `account_key_file`), and
+per tenant `<id>.crt` (chain), `<id>.key`, `<id>.json` (failures, next attempt, last error).
 """
 
 from __future__ import annotations
@@ -26,7 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import josepy as jose
 import yaml
+from acme import challenges, client, errors, messages
+from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cdnctl.bundle.secrets import decrypt_vault
@@ -213,15 +215,6 @@ class Store:
             return
         _write_private(path, json.dumps(failures.__dict__, sort_keys=True))
 
-    def account_json(self) -> dict[str, str]:
-        try:
-            return json.loads((self.directory / "account.json").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-
-    def save_account_json(self, data: dict[str, str]) -> None:
-        _write_private(self.directory / "account.json", json.dumps(data, sort_keys=True))
-
 
 # --- decisions ------------------------------------------------------------------------------
 
@@ -275,10 +268,6 @@ class Acme:
     """An ACME account on one directory (acme.client.ClientV2), created on first use."""
 
     def __init__(self, settings: AcmeSettings, store: Store) -> None:
-        import josepy as jose
-        from acme import client, errors, messages
-        from cryptography.hazmat.primitives import serialization
-
         key_file = settings.account_key_file or store.directory / "account.pem"
         if not key_file.exists():
             _write_private(key_file, key_pem(new_key()).decode())
@@ -291,19 +280,16 @@ class Acme:
         )
         directory = client.ClientV2.get_directory(settings.directory_url, net)
         self.client = client.ClientV2(directory, net)
-        accounts = store.account_json()
-        uri = accounts.get(settings.directory_url)
-        if uri is None:
-            try:
-                regr = self.client.new_account(
-                    messages.NewRegistration.from_data(
-                        contact=tuple(settings.contact), terms_of_service_agreed=True
-                    )
+        # Asked on every run that orders (not stored): the CA answers an existing key with
+        # its account, and an account it has forgotten (a restarted pebble) is made anew.
+        try:
+            uri = self.client.new_account(
+                messages.NewRegistration.from_data(
+                    contact=tuple(settings.contact), terms_of_service_agreed=True
                 )
-                uri = regr.uri
-            except errors.ConflictError as exc:  # the key already has an account there
-                uri = exc.location
-            store.save_account_json({**accounts, settings.directory_url: uri})
+            ).uri
+        except errors.ConflictError as exc:  # the key already has an account there
+            uri = exc.location
         net.account = messages.RegistrationResource(uri=uri, body=messages.Registration())
         self.settings = settings
 
@@ -315,8 +301,6 @@ class Acme:
     ) -> tuple[str, str]:
         """(chain, key) PEM for `names`: HTTP-01 tokens go out through `publish` before any
         challenge is answered, and are withdrawn whatever happens."""
-        from acme import challenges
-
         key = new_key()
         order = self.client.new_order(csr_pem(key, list(names)))
         answers = []
