@@ -104,10 +104,17 @@ def lab_inventory(fleet: FleetConfig) -> dict[str, Any]:
     children: dict[str, Any] = {}
     for host in hosts:
         children.setdefault(host.role, {"hosts": {}})["hosts"][host.name] = None
+    docker = fleet.provider.docker_settings
     return {
         "all": {
             "hosts": {host.name: _host_vars(host) for host in hosts},
             "children": children,
+            # What ansible/lab.yml creates the containers on (not part of Pulumi's contract).
+            "vars": {
+                "lab_network": docker.network.name,
+                "lab_subnet": docker.network.subnet,
+                "lab_image": docker.image,
+            },
         }
     }
 
