@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cdnctl.bundle.synthetic import make_bundle, tenant
@@ -69,6 +71,44 @@ def test_purge_all(cached):
     assert response.json() == {"tenant": "a", "kind": "all", "purged": len(paths)}
     assert set(statuses(edge, paths).values()) == {"MISS"}
     assert edge.get("b.test", "/a").headers["X-Cache-Status"] == "HIT"
+
+
+def purge_counts(edge) -> dict[tuple[str, str], float]:
+    """cdn_purges_total of the edge's /metrics, by (tenant, kind)."""
+    counts = {}
+    for line in edge.metrics().splitlines():
+        match = re.fullmatch(r'cdn_purges_total\{tenant="([^"]*)",kind="([^"]*)"\} (\S+)', line)
+        if match:
+            counts[match[1], match[2]] = float(match[3])
+    return counts
+
+
+def test_purges_are_counted_per_tenant_and_kind_on_metrics(cached):
+    edge, _ = cached
+    assert "# TYPE cdn_purges_total counter" in edge.metrics()
+    assert purge_counts(edge) == {}  # no series before a tenant purges
+    for body in (
+        {"urls": ["/a", "/never-cached"]},
+        {"urls": ["/b?x=1"]},
+        {"prefix": "/img/"},
+        {"tag": "t1"},
+        {"all": True},
+    ):
+        assert edge.purge({"tenant": "a", **body}).status_code == 200
+    assert edge.purge({"tenant": "b", "urls": ["/a"]}, token="token-b").status_code == 200
+    # Refused purges change nothing: bad body, wrong token, unknown tenant.
+    assert edge.purge({"tenant": "a", "prefix": "img"}).status_code == 400
+    assert edge.purge({"tenant": "a", "all": True}, token="nope").status_code == 401
+    assert edge.purge({"tenant": "zzz", "all": True}).status_code == 404
+    assert purge_counts(edge) == {
+        ("a", "url"): 2,
+        ("a", "prefix"): 1,
+        ("a", "tag"): 1,
+        ("a", "all"): 1,
+        ("b", "url"): 1,
+    }
+    assert edge.purge({"tenant": "a", "tag": "styles"}).status_code == 200
+    assert purge_counts(edge)["a", "tag"] == 2
 
 
 def test_tenant_purge_token_is_limited_to_its_tenant(cached):

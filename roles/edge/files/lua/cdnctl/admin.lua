@@ -116,6 +116,7 @@ local function post_purge(token)
     if not purged then
         return respond.json(500, { error = "purge failed: " .. tostring(err) })
     end
+    metrics.purged(tenant.id, kind)
     ngx.log(ngx.NOTICE, "cdnctl: purge ", kind, " for ", tenant.id, ": ", purged, " ",
         note or "")
     return respond.json(200, { tenant = tenant.id, kind = kind, purged = purged, note = note })

@@ -108,6 +108,18 @@ function _M.flush()
     end
 end
 
+-- Purge kinds as the purge API names them (purge.parse) -> the `kind` label.
+local PURGE_KINDS = { urls = "url", prefix = "prefix", tag = "tag", all = "all" }
+
+-- One applied purge request (admin path only, never the request path): straight into the
+-- shared dict, so a series exists only for a tenant that purged, at most four per tenant.
+function _M.purged(tenant, kind)
+    local label = PURGE_KINDS[kind]
+    if label then
+        incr("p" .. SEP .. tenant .. SEP .. label, 1)
+    end
+end
+
 function _M.start_flusher()
     local ok, err = ngx.timer.every(1, _M.flush)
     if not ok then
@@ -170,7 +182,7 @@ end
 
 function _M.render(config_meta)
     _M.flush()
-    local requests, bytes, hist_tenants, origins = {}, {}, {}, {}
+    local requests, bytes, hist_tenants, origins, purges = {}, {}, {}, {}, {}
     local buckets, counts, sums, memory = {}, {}, {}, {}
     for _, key in ipairs(dict:get_keys(0)) do
         local value = dict:get(key)
@@ -197,6 +209,10 @@ function _M.render(config_meta)
                 local tenant, status = match(rest, "^(.-)\t(.*)$")
                 insert(origins, format("cdn_origin_responses_total{tenant=\"%s\",status=\"%s\"} %s",
                     label(tenant), status, fmt(value)))
+            elseif kind == "p" then
+                local tenant, purge_kind = match(rest, "^(.-)\t(.*)$")
+                insert(purges, format("cdn_purges_total{tenant=\"%s\",kind=\"%s\"} %s",
+                    label(tenant), purge_kind, fmt(value)))
             elseif kind == "m" then
                 insert(memory, format("cdn_lua_memory_bytes{worker=\"%s\"} %s", label(rest),
                     fmt(floor(value))))
@@ -243,6 +259,13 @@ function _M.render(config_meta)
         insert(out, format("cdn_origin_response_seconds_sum{tenant=\"%s\"} %s", l,
             fmt(sums[tenant] or 0)))
         insert(out, format("cdn_origin_response_seconds_count{tenant=\"%s\"} %s", l, fmt(count)))
+    end
+    sort(purges)
+    insert(out, "# HELP cdn_purges_total Purge requests applied, by tenant and kind (url, "
+        .. "prefix, tag, all).")
+    insert(out, "# TYPE cdn_purges_total counter")
+    for _, line in ipairs(purges) do
+        insert(out, line)
     end
     sort(memory)
     insert(out, "# HELP cdn_lua_memory_bytes Lua heap of each nginx worker, updated every second.")
