@@ -125,8 +125,8 @@ REGION = "lab"
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """One edge, four tenants (a healthy origin, one rejecting the edge's credentials, one
-    answering 503, one gone after its object was cached: stale served), traffic, and a real
-    Prometheus scraping the edge's admin /metrics with the token, rules evaluated."""
+    answering 503, one gone after its object was cached: stale served), traffic and purges,
+    and a real Prometheus scraping the edge's admin /metrics with the token, rules evaluated."""
     tmp = tmp_path_factory.mktemp("monitoring")
     origins = {
         "shop": SampleOrigin("shop").start(),
@@ -178,6 +178,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer
                 assert node.get("shop.test", f"{path}{round_}").status_code == 200
             for host in ("locked.test", "broken.test", "nobody.test"):
                 node.get(host, "/x")
+            # Purge history: one URL purge a round (the round's paths are its own).
+            assert node.purge({"tenant": "shop", "urls": [f"/a{round_}"]}).status_code == 200
             stale = node.get("gone.test", "/s").headers["X-Cache-Status"]
             assert stale == ("MISS" if round_ == 1 else "STALE")
             if round_ == 1:

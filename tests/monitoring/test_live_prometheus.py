@@ -48,6 +48,10 @@ def test_recording_rules_give_the_tenants_figures(stack: PrometheusServer) -> No
     assert tenant_value("tenant_region:cdn_origin_auth_failures:ratio_rate5m", "locked") == 1
     assert tenant_value("tenant_region:cdn_origin_errors:ratio_rate5m", "broken") == 1
     assert tenant_value("tenant_region:cdn_origin_auth_failures:ratio_rate5m", "shop") == 0
+    # One URL purge a round; the first is the series' first sample, not an increase.
+    purges = stack.wait_for(f'tenant_region_kind:cdn_purges:increase1h{{region="{REGION}"}} > 0')
+    assert {(p["metric"]["tenant"], p["metric"]["kind"]) for p in purges} == {("shop", "url")}
+    assert value(purges) >= 1
     # _unknown (the request for nobody.test) is not a tenant. Region rules are a group of
     # their own, evaluated up to an interval after the tenant rules: waited for.
     assert stack.wait_for("region:cdn_active_tenants:count == 4", timeout=10)

@@ -66,6 +66,7 @@ CORE_PANELS = frozenset(
         "Bundle version per edge",
         "Origin status codes",
         "Origin latency",
+        "Purges",
     }
 )
 
@@ -251,6 +252,14 @@ TENANT_FIGURES = (
         'tenant_region:cdn_stale_responses:rate5m{tenant="$tenant"}',
         "{{region}}",
         description="stale-if-error at work: the origin does not answer (CdnOriginUnreachable).",
+    ),
+    _figure(
+        "Purges",
+        "short",
+        'sum by (kind) (tenant_region_kind:cdn_purges:increase1h{tenant="$tenant"})',
+        "{{kind}}",
+        description="Purge history: purge requests of the previous hour by kind (url, prefix, "
+        "tag, all), from cdn_purges_total; a purge sent to every edge counts once.",
     ),
     _figure(
         "Certificate expires in",
