@@ -13,7 +13,7 @@ from cdnctl.cli import preview as preview_cli
 from cdnctl.cli import stats as stats_cli
 from cdnctl.cli.certs import certs_app
 from cdnctl.cli.inventory import inventory_app
-from cdnctl.cli.lab import lab_commands
+from cdnctl.cli.lab import lab_app
 from cdnctl.cli.tenants import tenants_commands
 
 app = typer.Typer(
@@ -25,7 +25,7 @@ app = typer.Typer(
 # The tenant workflow first, then the local lab, commands that act on running edges, and
 # the fleet hand-off.
 app.registered_commands += tenants_commands.registered_commands
-app.registered_commands += lab_commands.registered_commands
+app.add_typer(lab_app, name="lab")
 edge_cli.register(app)
 dns_cli.register(app)
 preview_cli.register(app)
