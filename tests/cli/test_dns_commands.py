@@ -27,8 +27,20 @@ def inventory(tmp_path: Path) -> Path:
         },
         "dns": {"eu-dns-1": {"cdn_region": "eu", "cdn_public_address": "192.0.2.53"}},
     }
+    # The platform variables Pulumi exports: the regions' client networks.
+    regions = {
+        "eu": {"client_networks": ["192.0.2.0/24"]},
+        "us": {"client_networks": ["198.51.100.0/24"]},
+    }
     (directory / "hosts.yml").write_text(
-        yaml.safe_dump({"all": {"children": {g: {"hosts": h} for g, h in hosts.items()}}})
+        yaml.safe_dump(
+            {
+                "all": {
+                    "vars": {"cdn_domain": "cdn.test", "cdn_regions": regions},
+                    "children": {g: {"hosts": h} for g, h in hosts.items()},
+                }
+            }
+        )
     )
     return directory
 
