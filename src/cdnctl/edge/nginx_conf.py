@@ -18,6 +18,7 @@ import jinja2
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from cdnctl.edge.pki import self_signed_pem
+from cdnctl.paths import write_private
 
 REPO_ROOT = Path(__file__).resolve().parents[3]  # the checkout: src/cdnctl/edge/ is 3 below
 TEMPLATES_DIR = REPO_ROOT / "templates" / "nginx"
@@ -189,22 +190,13 @@ def lua_settings(settings: NodeSettings) -> dict[str, object]:
     }
 
 
-def _write_private(path: Path, data: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def _ensure_self_signed(cert: Path, key: Path) -> None:
     """A self-signed default certificate, made once: what a client asking for a name no
     tenant certificate covers gets (it fails verification, as it should)."""
     if cert.exists() and key.exists():
         return
     pem_cert, pem_key = self_signed_pem(["default.cdnctl.invalid"], days=3650)
-    _write_private(key, pem_key.decode())
+    write_private(key, pem_key.decode())
     cert.write_bytes(pem_cert)
 
 
@@ -231,8 +223,8 @@ def write_instance(settings: NodeSettings) -> Path:
                 os.chown(child, entry.pw_uid, entry.pw_gid)
     if settings.https_listen and settings.default_cert is None:
         _ensure_self_signed(settings.default_cert_path, settings.default_key_path)
-    _write_private(settings.token_file, settings.admin_token.get_secret_value() + "\n")
-    _write_private(
+    write_private(settings.token_file, settings.admin_token.get_secret_value() + "\n")
+    write_private(
         settings.settings_file, json.dumps(lua_settings(settings), indent=2, sort_keys=True)
     )
     conf = settings.conf_dir / "nginx.conf"

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cdnctl.bundle.secrets import decrypt_vault
 from cdnctl.edge.admin_client import AdminClient, Edge, fan_out
 from cdnctl.edge.pki import csr_pem, dns_names, key_pem, leaf, new_key
+from cdnctl.paths import write_private
 
 SETTINGS_FILE = Path("group_vars") / "all" / "certificates.yml"
 SETTINGS_KEY = "cdn_acme"
@@ -172,14 +173,6 @@ class Failures:
     last_error: str | None = None
 
 
-def _write_private(path: Path, data: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 class Store:
     """The state directory: 0700, every file in it 0600."""
 
@@ -198,8 +191,8 @@ class Store:
 
     def save_acme(self, tenant: str, chain: str, key: str) -> None:
         # The key first: a chain never sits next to a key it does not belong to.
-        _write_private(self.directory / f"{tenant}.key", key)
-        _write_private(self.directory / f"{tenant}.crt", chain)
+        write_private(self.directory / f"{tenant}.key", key)
+        write_private(self.directory / f"{tenant}.crt", chain)
 
     def failures(self, tenant: str) -> Failures:
         try:
@@ -213,7 +206,7 @@ class Store:
         if failures.count == 0:
             path.unlink(missing_ok=True)
             return
-        _write_private(path, json.dumps(failures.__dict__, sort_keys=True))
+        write_private(path, json.dumps(failures.__dict__, sort_keys=True))
 
 
 # --- decisions ------------------------------------------------------------------------------
@@ -270,7 +263,7 @@ class Acme:
     def __init__(self, settings: AcmeSettings, store: Store) -> None:
         key_file = settings.account_key_file or store.directory / "account.pem"
         if not key_file.exists():
-            _write_private(key_file, key_pem(new_key()).decode())
+            write_private(key_file, key_pem(new_key()).decode())
         key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
         self.account_key = jose.JWKEC(key=key)
         # verify: a CA file path is what requests takes (then REQUESTS_CA_BUNDLE is ignored).

@@ -24,7 +24,7 @@ from cdnctl.lab.topology import (
     load_lab_topology,
     write_inventory,
 )
-from cdnctl.paths import project_root
+from cdnctl.paths import project_root, write_private
 
 # Secrets site.yml reads from the environment; the lab makes throwaway ones when unset and
 # keeps them (0600) so that a re-run converges with the same values.
@@ -56,9 +56,7 @@ def _lab_secret(name: str) -> str:
         return path.read_text(encoding="utf-8").strip()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     value = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
+    write_private(path, value + "\n")
     return value
 
 
