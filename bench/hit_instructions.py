@@ -43,6 +43,7 @@ from cdnctl.edge.runner import NGINX_BINARY, free_port, write_instance  # noqa: 
 from cdnctl.lab.sample_origin import SampleOrigin  # noqa: E402
 from dataplane import HOST, PATH, TOKEN, edge_settings, plain_conf, tenants_bundle  # noqa: E402
 
+VARIANTS = ("plain", "plain_featured", "lua_floor", "edge", "edge_100k_tenants")
 REQUESTS = 2000
 WARM_UP = 300
 # ngx_lua's handler entry points, inclusive of everything they call.
@@ -133,8 +134,13 @@ def count(prefix: Path, conf: str, listen: str, ready_url: str, bundle: bytes | 
         process.wait(60)
 
 
-def main() -> None:
+def main(only: list[str]) -> None:
+    """Run every variant, or only those named on the command line (`edge` alone: ~1 min)."""
     started = time.monotonic()
+    wanted = set(only) or set(VARIANTS)
+    if wanted - set(VARIANTS):
+        unknown = sorted(wanted - set(VARIANTS))
+        raise SystemExit(f"unknown variant(s) {unknown}: pick from {', '.join(VARIANTS)}")
     result: dict[str, Any] = {"object_bytes": 1024, "requests": REQUESTS}
     with (
         tempfile.TemporaryDirectory(prefix="cdnctl-bench-ir-") as tmp,
@@ -142,12 +148,16 @@ def main() -> None:
     ):
         origin.behave(PATH, cache_control="max-age=86400", size=1024)
         for variant in ("plain", "plain_featured", "lua_floor"):
+            if variant not in wanted:
+                continue
             prefix = Path(tmp) / variant
             (prefix / "tmp").mkdir(parents=True)
             listen = f"127.0.0.1:{free_port()}"
             (prefix / "nginx.conf").write_text(plain_conf(prefix, origin.address, listen, variant))
             result[variant] = count(prefix, "nginx.conf", listen, f"http://{listen}/")
         for name, tenants in (("edge", 3), ("edge_100k_tenants", 100_000)):
+            if name not in wanted:
+                continue
             settings = edge_settings(Path(tmp) / name)
             write_instance(settings)
             result[name] = count(
@@ -155,6 +165,13 @@ def main() -> None:
                 f"http://{settings.admin_listen}/health",
                 bundle_json(tenants_bundle(tenants, origin.address)), settings.admin_listen,
             )  # fmt: skip
+    result["total_seconds"] = round(time.monotonic() - started, 1)
+    if wanted == set(VARIANTS):
+        ratios(result)
+    print(json.dumps(result, indent=2, sort_keys=True))
+
+
+def ratios(result: dict[str, Any]) -> None:
     ir = {name: result[name]["ir_per_request"] for name in ("plain", "plain_featured", "lua_floor")}
     edge = result["edge"]["ir_per_request"]
     result["edge_over_plain"] = round(edge / ir["plain"], 3)
@@ -166,9 +183,7 @@ def main() -> None:
     result["edge_100k_over_3_tenants_ll_misses"] = round(
         big["ll_misses_per_request"] / max(result["edge"]["ll_misses_per_request"], 0.1), 3
     )
-    result["total_seconds"] = round(time.monotonic() - started, 1)
-    print(json.dumps(result, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
