@@ -10,9 +10,11 @@ import re
 import time
 
 import httpx
+import pydantic
 import pytest
 
 from cdnctl.bundle.synthetic import make_bundle, tenant
+from cdnctl.edge.nginx_conf import NodeSettings, lua_settings
 from cdnctl.lab.sample_origin import body_for
 
 pytestmark = pytest.mark.integration
@@ -265,3 +267,13 @@ def test_json_access_log_line(edge, make_origin):
     assert entry["upstream_addr"].startswith("unix:")
     assert float(entry["upstream_time"]) >= 0
     assert entry["status"] == 200
+
+
+def test_cache_inactive_reaches_lua_in_seconds(tmp_path):
+    def inactive(value: str) -> object:
+        settings = NodeSettings(prefix=tmp_path, admin_token="x" * 16, cache_inactive=value)
+        return lua_settings(settings)["cache_inactive_seconds"]
+
+    assert (inactive("7d"), inactive("1h30m"), inactive("90")) == (604800, 5400, 90)
+    with pytest.raises(pydantic.ValidationError, match="'7x' is not an nginx time"):
+        inactive("7x")

@@ -1,6 +1,7 @@
 -- Public listener, log phase: per-tenant metrics and the purge index of stored keys.
 local metrics = require "cdnctl.metrics"
 local purge = require "cdnctl.purge"
+local node = require "cdnctl.node"
 
 local ngx = ngx
 local var = ngx.var
@@ -49,15 +50,22 @@ function _M.log()
     if STORING[cache_status] and var.cdn_bypass ~= "1" then
         local cc = var.upstream_http_cache_control
         local ttl = cc and tonumber(match(cc, "^max%-age=(%d+)"))
+        local keep
         if ttl and ttl > 0 then
             local swr = tonumber(match(cc, "stale%-while%-revalidate=(%d+)")) or 0
             local sie = tonumber(match(cc, "stale%-if%-error=(%d+)")) or 0
+            keep = ttl + (swr > sie and swr or sie) + 60
+        elseif not cc and var.upstream_http_x_accel_expires then
+            -- Stored to be revalidated on every use (no-cache): it lives while it is used.
+            keep = node.settings.cache_inactive_seconds
+        end
+        if keep then
             local tags = var.upstream_http_surrogate_key
             local cache_tag = var.upstream_http_cache_tag
             if cache_tag then
                 tags = tags and (tags .. " " .. cache_tag) or cache_tag
             end
-            purge.remember(tenant, var.cdn_cache_key, tags, ttl + (swr > sie and swr or sie) + 60)
+            purge.remember(tenant, var.cdn_cache_key, tags, keep)
         end
     end
 end

@@ -132,7 +132,8 @@ local function shareable_with_authorization(d)
     return d["public"] ~= nil or d["s-maxage"] ~= nil or d["must-revalidate"] ~= nil
 end
 
--- The TTL the edge stores the response for (0: not stored), and the stale windows.
+-- The TTL the edge stores the response for (0: not stored), the stale windows, and
+-- whether a response with no TTL is stored to be revalidated on every use (no-cache).
 -- `r` holds what the response and request say (see header_filter).
 function _M.decide(tenant, rule, r)
     local cache = tenant.cache
@@ -153,11 +154,15 @@ function _M.decide(tenant, rule, r)
     elseif not cache.respect_origin then
         ttl = HEURISTIC_STATUS[status] and cache.default_ttl or 0
     else
-        if d["no-store"] ~= nil or d["private"] ~= nil or d["no-cache"] ~= nil then
-            -- Qualified private="f" / no-cache="f" are read unqualified (RFC 9111
-            -- §5.2.2.4 allows it); nginx cannot store a response it must revalidate on
-            -- every use, so no-cache is not stored.
+        -- Qualified private="f" / no-cache="f" are read unqualified (RFC 9111 §5.2.2.4
+        -- allows it).
+        if d["no-store"] ~= nil or d["private"] ~= nil then
             return 0
+        end
+        if d["no-cache"] ~= nil then
+            -- Stored, but revalidated before every use (§5.2.2.4) and never served stale;
+            -- without a validator a revalidation is a full fetch: not worth storing.
+            return 0, 0, 0, r.validator
         end
         local now = r.now
         local date = http_date(r.date) or now
@@ -264,14 +269,17 @@ function _M.header_filter()
     local date = first(header["Date"])
     local now = ngx.time()
     local age = initial_age(header["Age"], date, now)
-    local ttl, swr, sie = _M.decide(tenant, rule, {
+    local etag = header["ETag"]
+    local last_modified = header["Last-Modified"]
+    local ttl, swr, sie, revalidate = _M.decide(tenant, rule, {
         headers = header,
         status = status,
+        validator = etag ~= nil or last_modified ~= nil,
         authorization = var.http_authorization ~= nil,
         set_cookie = header["Set-Cookie"] ~= nil,
         expires = expires,
         date = date,
-        last_modified = header["Last-Modified"],
+        last_modified = last_modified,
         initial_age = age,
         now = now,
     })
@@ -299,6 +307,12 @@ function _M.header_filter()
             cc = cc .. ", stale-if-error=" .. sie
         end
         header["Cache-Control"] = cc
+        header["X-Cdnctl-Stored"] = now - age
+    elseif revalidate then
+        -- Stored already expired (an absolute X-Accel-Expires in the past; nginx 1.22
+        -- reads max-age=0 as "do not store"), so every use is an EXPIRED revalidation.
+        header["Cache-Control"] = nil
+        header["X-Accel-Expires"] = "@1"
         header["X-Cdnctl-Stored"] = now - age
     else
         header["Cache-Control"] = "no-store"
