@@ -111,7 +111,8 @@ class NodeSettings(BaseModel):
     @field_validator("cache_inactive")
     @classmethod
     def _cache_inactive(cls, value: str) -> str:
-        _time_seconds(value)
+        if not _NGINX_TIME.fullmatch(value):
+            raise ValueError(f"{value!r} is not an nginx time (e.g. 7d, 12h, 1h30m)")
         return value
 
     @field_validator("shields")
@@ -158,18 +159,7 @@ def _size_bytes(size: str) -> int:
     return int(size[:-1]) * units[last] if last in units else int(size)
 
 
-_TIME_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000,
-               "y": 31536000}  # fmt: skip
-
-
-def _time_seconds(value: str) -> int:
-    """An nginx time ("7d", "1h30m", "90") in whole seconds."""
-    parts = re.fullmatch(r"(?:\d+(?:ms|[smhdwMy])?)+", value) and re.findall(
-        r"(\d+)(ms|[smhdwMy]?)", value
-    )
-    if not parts:
-        raise ValueError(f"{value!r} is not an nginx time (e.g. 7d, 12h, 1h30m)")
-    return int(sum(int(n) * _TIME_UNITS[unit or "s"] for n, unit in parts))
+_NGINX_TIME = re.compile(r"(?:[0-9]+(?:ms|[smhdwMy])?)+")
 
 
 def brotli_available(settings: NodeSettings) -> bool:
@@ -202,7 +192,7 @@ def lua_settings(settings: NodeSettings) -> dict[str, object]:
         "cache_levels": [int(x) for x in settings.cache_levels.split(":")],
         # How long an unused cache entry lives: the purge index keeps no-cache entries
         # (stored to be revalidated, so without a TTL of their own) for that long.
-        "cache_inactive_seconds": _time_seconds(settings.cache_inactive),
+        "cache_inactive": settings.cache_inactive,
         "slice_size": _size_bytes(settings.slice_size),
         "shields": settings.shields,
         "shield_connect_timeout": settings.shield_connect_timeout,

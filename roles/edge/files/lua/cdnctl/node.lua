@@ -7,6 +7,11 @@ local require = require
 local randomseed = math.randomseed
 local error = error
 local gsub = string.gsub
+local find = string.find
+local match = string.match
+local floor = math.floor
+local tonumber = tonumber
+local type = type
 local ngx = ngx
 
 local _M = {
@@ -24,6 +29,26 @@ function _M.read_file(path)
     return data
 end
 
+local TIME_UNITS = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400, w = 604800,
+    M = 2592000, y = 31536000 }
+
+-- An nginx time ("7d", "1h30m", "90") in whole seconds, or nil.
+function _M.seconds(value)
+    if type(value) ~= "string" or not find(value, "^%d") then
+        return nil
+    end
+    local total, at = 0, 1
+    while at <= #value do
+        local n, unit, next_at = match(value, "^(%d+)(%a*)()", at)
+        if not n or (unit ~= "" and not TIME_UNITS[unit]) then
+            return nil
+        end
+        total = total + tonumber(n) * (TIME_UNITS[unit] or 1)
+        at = next_at
+    end
+    return floor(total)
+end
+
 -- Called from init_by_lua (master, before fork): workers inherit everything loaded here.
 function _M.init(settings_file)
     local raw, err = _M.read_file(settings_file)
@@ -37,6 +62,11 @@ function _M.init(settings_file)
     local token, terr = _M.read_file(settings.token_file)
     if not token then
         error("cdnctl: cannot read admin token file: " .. tostring(terr))
+    end
+    settings.cache_inactive_seconds = _M.seconds(settings.cache_inactive)
+    if not settings.cache_inactive_seconds then
+        error("cdnctl: bad cache_inactive in " .. settings_file .. ": "
+            .. tostring(settings.cache_inactive) .. " (an nginx time, e.g. 7d)")
     end
     token = gsub(token, "%s+$", "")
     if token == "" then
