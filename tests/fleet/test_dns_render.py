@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change: CDNCTL_UPDATE_GOLDEN=1 pyt
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -157,3 +158,60 @@ def test_pulumis_platform_variables_fill_in_domain_and_nets(tmp_path: Path) -> N
     assert dns.load_settings(tmp_path, platform).regions["us"].nets == []
     with pytest.raises(dns.DnsError, match=r"dns\.yml: not found"):
         dns.load_settings(tmp_path, {})
+
+
+def test_each_dns_host_gets_its_own_listen_addresses(tmp_path: Path) -> None:
+    servers = tmp_path / "servers.json"
+    servers.write_text(
+        json.dumps(
+            {
+                "eu-dns-1": {"listen": ["192.0.2.53", "198.51.100.1:5353"], "run_dir": "/run/g"},
+                "us-dns-1": {"listen": ["2001:db8::53", "[2001:db8::54]:53"]},
+            }
+        )
+    )
+    loaded = dns.load_servers(servers, FLEET)
+    assert loaded["eu-dns-1"] == dns.ServerOptions(
+        ("192.0.2.53", "198.51.100.1:5353"), "/run/g", "/var/lib/gdnsd"
+    )
+    configs = {host: dns.render_config(SETTINGS, FLEET, s) for host, s in loaded.items()}
+    assert "listen => [ 192.0.2.53, 198.51.100.1:5353 ]," in configs["eu-dns-1"]
+    assert 'listen => [ 2001:db8::53, "[2001:db8::54]:53" ],' in configs["us-dns-1"]
+    dns.write_tree(tmp_path / "out", None, dns.render_zones(SETTINGS, FLEET, TENANTS), configs)
+    for host, text in configs.items():
+        config_dir = tmp_path / host
+        config_dir.mkdir()
+        (config_dir / "config").write_text(text)
+        (config_dir / "zones").symlink_to(tmp_path / "out" / "zones")
+        checked = subprocess.run(
+            [GDNSD, "-c", str(config_dir), "checkconf"], capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 0, checked.stderr
+    assert not (tmp_path / "out" / "config").exists()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"listen": []}, "at least 1 item"),
+        ({"listen": ["any", "192.0.2.1"]}, "any already means every address"),
+        ({"listen": ["eu-dns-1.example"]}, "is not a listen address"),
+        ({"listen": ["192.0.2.1:70000"]}, "the port must be 1-65535"),
+        ({"listen": ["192.0.2.1"], "user": "x"}, "Extra inputs"),
+    ],
+)
+def test_bad_server_entries_name_the_host_and_field(
+    tmp_path: Path, entry: dict, message: str
+) -> None:
+    servers = tmp_path / "servers.json"
+    servers.write_text(json.dumps({"eu-dns-1": entry}))
+    with pytest.raises(dns.DnsError, match=message) as error:
+        dns.load_servers(servers, FLEET)
+    assert f"{servers}: eu-dns-1." in str(error.value)
+
+
+def test_servers_of_unknown_hosts_are_refused(tmp_path: Path) -> None:
+    servers = tmp_path / "servers.json"
+    servers.write_text(json.dumps({"eu-edge-1": {"listen": ["any"]}}))
+    with pytest.raises(dns.DnsError, match="eu-edge-1 is not a host of group dns"):
+        dns.load_servers(servers, FLEET)

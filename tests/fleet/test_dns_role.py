@@ -28,11 +28,10 @@ PLAYBOOK = """
 """
 
 
-def make_inventory(base: Path, server: Gdnsd, settings: dict) -> Path:
-    inventory = base / "inventory"
-    (inventory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
-    (inventory / "group_vars" / "all" / "dns.yml").write_text(yaml.safe_dump({"cdn_dns": settings}))
-    dns_host = {
+def dns_host_vars(base: Path, server: Gdnsd, **extra: object) -> dict[str, object]:
+    """A DNS host of this machine: gdnsd's directories, the exporter's files and unit in
+    `server`'s directory, no service started (systemd is Molecule's)."""
+    return {
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
         "cdn_region": "eu",
@@ -44,10 +43,22 @@ def make_inventory(base: Path, server: Gdnsd, settings: dict) -> Path:
         "geodns_tenants_dir": str(base / "tenants"),
         "geodns_cdnctl": str(Path(sys.executable).with_name("cdnctl")),
         "geodns_service_state": "stopped",
+        "geodns_exporter_program": str(server.root / "exporter" / "gdnsd_exporter.py"),
+        "geodns_systemd_unit_dir": str(server.root),
+        "geodns_exporter_service_state": "stopped",
+        **extra,
     }
+
+
+def make_inventory(
+    base: Path, server: Gdnsd, settings: dict, dns_hosts: dict[str, dict] | None = None
+) -> Path:
+    inventory = base / "inventory"
+    (inventory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
+    (inventory / "group_vars" / "all" / "dns.yml").write_text(yaml.safe_dump({"cdn_dns": settings}))
     hosts = {
         "edge": {"eu-edge-1": {"cdn_region": "eu", "cdn_public_address": "127.0.0.11"}},
-        "dns": {"eu-dns-1": dns_host},
+        "dns": dns_hosts or {"eu-dns-1": dns_host_vars(base, server)},
     }
     (inventory / "hosts.yml").write_text(
         yaml.safe_dump({"all": {"children": {g: {"hosts": h} for g, h in hosts.items()}}})
@@ -115,3 +126,29 @@ def test_configure_checks_installs_and_reloads(tmp_path: Path, make_gdnsd) -> No
     assert "Check the staged config with the new zone set" in refused.stdout
     assert ((server.config_dir / "config").read_text(), os.readlink(zones)) == in_service
     assert query(server.port, "blog.cdn.test", rtype="CNAME") == ["edge.cdn.test."]
+
+
+def test_each_dns_host_gets_its_own_config(tmp_path: Path, make_gdnsd) -> None:
+    """Listen addresses come from each host: its own cdn_private_address and
+    cdn_public_address by default, or its geodns_listen; its directories are its own."""
+    eu, us = make_gdnsd("eu"), make_gdnsd("us")
+    (tmp_path / "tenants").mkdir()
+    settings = {"domain": "cdn.test", "regions": {"eu": {"nets": ["192.0.2.0/24"]}}}
+    defaults = dns_host_vars(tmp_path, eu, cdn_private_address="127.0.0.21")
+    defaults["cdn_public_address"] = "198.51.100.53"  # NAT'd to the host: IP_FREEBIND
+    del defaults["geodns_listen"]
+    hosts = {"eu-dns-1": defaults, "eu-dns-2": dns_host_vars(tmp_path, us)}
+    inventory = make_inventory(tmp_path, eu, settings, hosts)
+
+    result = converge(tmp_path, inventory)
+    assert result.returncode == 0, result.stdout + result.stderr
+    eu_config = (eu.config_dir / "config").read_text()
+    us_config = (us.config_dir / "config").read_text()
+    assert "listen => [ 127.0.0.21, 198.51.100.53 ]," in eu_config
+    assert f"state_dir => {eu.state_dir}," in eu_config
+    assert f"listen => [ 127.0.0.1:{us.port} ]," in us_config
+    assert f"run_dir => {us.run_dir}," in us_config
+    assert eu.checkconf().returncode == 0 and us.checkconf().returncode == 0
+    # The exporter listens on the private address, on cdn_gdnsd_exporter_port's default.
+    unit = (eu.root / "cdnctl-gdnsd-exporter.service").read_text()
+    assert "--listen 127.0.0.21:9153" in unit

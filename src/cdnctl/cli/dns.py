@@ -151,9 +151,17 @@ def render(
     ] = None,
     run_dir: Annotated[str, typer.Option("--run-dir")] = dns.ServerOptions.run_dir,
     state_dir: Annotated[str, typer.Option("--state-dir")] = dns.ServerOptions.state_dir,
+    servers: Annotated[
+        Path | None,
+        typer.Option(
+            "--servers",
+            help="JSON {DNS host: {listen, run_dir, state_dir}}: writes OUT/configs/<host> "
+            "for each instead of OUT/config (the geodns role's way).",
+        ),
+    ] = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """Write gdnsd's config and zones (what the geodns role installs on the DNS hosts)."""
+    """Write gdnsd's config(s) and zones (what the geodns role installs on the DNS hosts)."""
     try:
         listing = inventory_json(inventory)
         settings = dns.load_settings(inventory, dns.platform_vars(listing))
@@ -164,20 +172,35 @@ def render(
             for problem in checked.problems:
                 err.print(problem.render(), markup=False, highlight=False)
             raise _fail(f"{len(checked.problems)} problem(s) in tenants: nothing written")
-        server = dns.ServerOptions(
-            listen=tuple(listen or dns.ServerOptions.listen), run_dir=run_dir, state_dir=state_dir
-        )
         names = dns.tenant_names(checked.results)
-        config = dns.render_config(settings, fleet, server)
+        config, configs = None, {}
+        if servers is not None:
+            configs = {
+                host: dns.render_config(settings, fleet, server)
+                for host, server in dns.load_servers(servers, fleet).items()
+            }
+        else:
+            server = dns.ServerOptions(
+                listen=tuple(dns.check_listen(a) for a in listen or dns.ServerOptions.listen),
+                run_dir=run_dir,
+                state_dir=state_dir,
+            )
+            config = dns.render_config(settings, fleet, server)
         zones = dns.render_zones(settings, fleet, names)
     except (ValueError, PolicyError) as exc:
         raise _fail(str(exc)) from None
-    dns.write_tree(out_dir, config, zones)
-    summary = {"zones": len(zones), "tenants": len(names), "zones_digest": dns.zones_digest(zones)}
+    dns.write_tree(out_dir, config, zones, configs)
+    summary = {
+        "zones": len(zones),
+        "tenants": len(names),
+        "zones_digest": dns.zones_digest(zones),
+        "configs": sorted(configs) or ["config"],
+    }
     if fmt is Format.json:
         out.print_json(data=summary)
     else:
-        out.print(f"{out_dir}: config and {len(zones)} zone(s), {len(names)} tenant(s)")
+        written = ", ".join(f"configs/{host}" for host in configs) or "config"
+        out.print(f"{out_dir}: {written} and {len(zones)} zone(s), {len(names)} tenant(s)")
 
 
 def register(app: typer.Typer) -> None:

@@ -36,7 +36,14 @@ from typing import Annotated, Any
 
 import jinja2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT
 from cdnctl.fleet.targets import ansible_tool
@@ -191,6 +198,70 @@ class ServerOptions:
     listen: tuple[str, ...] = ("any",)
     run_dir: str = "/run/gdnsd"
     state_dir: str = "/var/lib/gdnsd"
+
+
+def check_listen(address: str) -> str:
+    """`address` if gdnsd can listen on it: any, IP, IPv4:PORT or [IPv6]:PORT."""
+    if address == "any":
+        return address
+    host, port = address, None
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        port = rest.removeprefix(":") if rest.startswith(":") else "" if rest else None
+    elif address.count(":") == 1:
+        host, port = address.split(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"{address!r} is not a listen address: write an IP (port 53), IPv4:PORT, "
+            "[IPv6]:PORT or any"
+        ) from None
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{address!r}: the port must be 1-65535")
+    return address
+
+
+class ServerSpec(Strict):
+    """One DNS host's entry of the geodns role's servers file (its role variables)."""
+
+    listen: list[Annotated[str, AfterValidator(check_listen)]] = Field(min_length=1)
+    run_dir: str = ServerOptions.run_dir
+    state_dir: str = ServerOptions.state_dir
+
+    @model_validator(mode="after")
+    def _any_alone(self) -> ServerSpec:
+        if "any" in self.listen and len(self.listen) > 1:
+            raise ValueError("listen: any already means every address; list addresses or any")
+        return self
+
+
+def load_servers(path: Path, fleet: Fleet) -> dict[str, ServerOptions]:
+    """Host -> its gdnsd options, from a JSON file `{host: {listen, run_dir, state_dir}}`
+    (the geodns role writes one for the DNS hosts of its play)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DnsError(f"{path}: not a readable JSON file: {exc}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise DnsError(f"{path}: needs a mapping of DNS host -> {{listen, run_dir, state_dir}}")
+    known = {host.name for host in fleet.dns}
+    servers = {}
+    for host, spec in sorted(raw.items()):
+        if host not in known:
+            raise DnsError(f"{path}: {host} is not a host of group dns (those: {sorted(known)})")
+        try:
+            parsed = ServerSpec.model_validate(spec)
+        except ValidationError as exc:
+            details = "; ".join(
+                f"{host}.{'.'.join(map(str, e['loc']))}: {e['msg']} (value: {e['input']!r:.80})"
+                for e in exc.errors()
+            )
+            raise DnsError(
+                f"{path}: {details} (the host's geodns_listen, geodns_run_dir, geodns_state_dir)"
+            ) from None
+        servers[host] = ServerOptions(tuple(parsed.listen), parsed.run_dir, parsed.state_dir)
+    return servers
 
 
 def load_settings(inventory: Path, platform: Mapping[str, Any] | None = None) -> DnsSettings:
@@ -472,11 +543,22 @@ def zones_digest(zones: Mapping[str, str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_tree(out: Path, config: str, zones: Mapping[str, str]) -> None:
-    """`out/config` and `out/zones/<zone>`; zones not rendered any more are removed."""
+def write_tree(
+    out: Path,
+    config: str | None,
+    zones: Mapping[str, str],
+    configs: Mapping[str, str] | None = None,
+) -> None:
+    """`out/config` (unless None), `out/configs/<DNS host>` for each of `configs` and
+    `out/zones/<zone>`; zones not rendered any more are removed."""
     zones_dir = out / "zones"
     zones_dir.mkdir(parents=True, exist_ok=True)
-    _write_if_changed(out / "config", config)
+    if config is not None:
+        _write_if_changed(out / "config", config)
+    if configs:
+        (out / "configs").mkdir(exist_ok=True)
+    for host, text in (configs or {}).items():
+        _write_if_changed(out / "configs" / host, text)
     for name, text in zones.items():
         _write_if_changed(zones_dir / name, text)
     for stale in set(os.listdir(zones_dir)) - set(zones):
@@ -532,7 +614,8 @@ class DnsHosts:
                 "-m",
                 "ansible.builtin.raw",
                 "-a",
-                command,
+                # raw runs no shell over connections without one (podman exec): ask for it
+                f"/bin/sh -c {shlex.quote(command)}",
             ],
             capture_output=True,
             text=True,
