@@ -81,41 +81,45 @@ def _wait_for(
 
 
 @pytest.fixture
-def make_pebble(tmp_path: Path) -> Iterator[Callable[[int], Pebble]]:
+def make_pebble(tmp_path: Path) -> Iterator[Callable[..., Pebble]]:
     if not shutil.which("pebble"):
         pytest.fail("pebble is not installed: run `make setup` (Debian package pebble)")
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(http_port: int) -> Pebble:
+    def start(http_port: int, dns_server: str | None = None) -> Pebble:
+        """pebble sending HTTP-01 checks to http_port; it resolves through dns_server
+        (HOST:PORT, e.g. a real gdnsd) when given, else through pebble-challtestsrv."""
         directory = tmp_path / "pebble"
         directory.mkdir()
         cert_file, key_file = _listener_certificate(directory)
         dns_port = free_port()
         log = directory / "pebble.log"
         with log.open("ab") as out:
-            processes.append(
-                subprocess.Popen(
-                    [
-                        "pebble-challtestsrv",
-                        "-dns01",
-                        f"127.0.0.1:{dns_port}",
-                        "-http01",
-                        "",
-                        "-https01",
-                        "",
-                        "-tlsalpn01",
-                        "",
-                        "-management",
-                        f"127.0.0.1:{free_port()}",
-                        "-defaultIPv4",
-                        "127.0.0.1",
-                        "-defaultIPv6",
-                        "",
-                    ],
-                    stdout=out,
-                    stderr=out,
+            if dns_server is None:
+                dns_server = f"127.0.0.1:{dns_port}"
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            "pebble-challtestsrv",
+                            "-dns01",
+                            f"127.0.0.1:{dns_port}",
+                            "-http01",
+                            "",
+                            "-https01",
+                            "",
+                            "-tlsalpn01",
+                            "",
+                            "-management",
+                            f"127.0.0.1:{free_port()}",
+                            "-defaultIPv4",
+                            "127.0.0.1",
+                            "-defaultIPv6",
+                            "",
+                        ],
+                        stdout=out,
+                        stderr=out,
+                    )
                 )
-            )
             listen, management = free_port(), free_port()
             config = {
                 "pebble": {
@@ -138,7 +142,7 @@ def make_pebble(tmp_path: Path) -> Iterator[Callable[[int], Pebble]]:
                         "-config",
                         str(directory / "pebble.json"),
                         "-dnsserver",
-                        f"127.0.0.1:{dns_port}",
+                        dns_server,
                     ],
                     stdout=out,
                     stderr=out,

@@ -1,9 +1,11 @@
-"""`cdnctl certs issue|renew|status`: tenant certificates (see cdnctl.fleet.certificates)."""
+"""`cdnctl certs issue|renew|status`: tenant certificates and the platform wildcard (see
+cdnctl.fleet.certificates)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +31,7 @@ from cdnctl.cli.edge import (
 )
 from cdnctl.edge.admin_client import edges_from_urls
 from cdnctl.fleet import certificates
+from cdnctl.fleet.dns import DnsError
 from cdnctl.fleet.targets import edges_from_inventory
 
 certs_app = typer.Typer(no_args_is_help=True, help="Tenant certificates: ACME and custom.")
@@ -63,6 +66,19 @@ def _wanted(tenants: Path, inventory: Path) -> list[certificates.Wanted]:
     )
 
 
+def _platform(
+    inventory: Path, settings: certificates.AcmeSettings
+) -> tuple[list[certificates.Wanted], Callable[[dict[str, str]], None] | None]:
+    """The platform wildcard (with `cdn_acme.platform_wildcard`) and its DNS-01 publisher."""
+    if not settings.platform_wildcard:
+        return [], None
+    try:
+        wanted, publish = certificates.platform_from_inventory(inventory)
+    except DnsError as exc:
+        raise _fail(f"cdn_acme.platform_wildcard needs the GeoDNS settings: {exc}") from None
+    return [wanted], publish
+
+
 def _settings(inventory: Path) -> certificates.AcmeSettings:
     try:
         return certificates.load_settings(inventory)
@@ -86,7 +102,8 @@ def _converge(
     fmt: Format,
 ) -> None:
     settings = _settings(inventory)
-    wanted = _wanted(tenants, inventory)
+    platform, publish_dns = _platform(inventory, settings)
+    wanted = _wanted(tenants, inventory) + platform
     try:
         targets = edges_from_urls(edge) if edge else edges_from_inventory(inventory, ("edge",))
     except ValueError as exc:
@@ -98,6 +115,7 @@ def _converge(
         read_token_or_exit(token_file),
         renew=renew,
         vault_secret=vault_secret(vault_password_file),
+        publish_dns=publish_dns,
     )
     if fmt is Format.json:
         out.print_json(
@@ -187,7 +205,9 @@ def status(
     inventory: InventoryArg, tenants: TenantsOpt = Path("tenants"), fmt: FormatOpt = Format.text
 ) -> None:
     """What the controller holds per tenant and what the next `renew` would do (offline)."""
-    rows = certificates.status(_wanted(tenants, inventory), _settings(inventory))
+    settings = _settings(inventory)
+    platform, _ = _platform(inventory, settings)
+    rows = certificates.status(_wanted(tenants, inventory) + platform, settings)
     if fmt is Format.json:
         out.print_json(
             json.dumps(

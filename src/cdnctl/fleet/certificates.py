@@ -1,12 +1,17 @@
 """Tenant certificates for the whole fleet: ACME HTTP-01 issuance and renewal on the
-controller, custom certificates from the repository, and their deployment to every edge.
+controller, custom certificates from the repository, the platform's wildcard certificate by
+DNS-01, and their deployment to every edge.
 
 One implementation for the playbook path and the sync loop: `converge()` decides per tenant
 (issue, renew, keep, or wait out a back-off), talks to the ACME server (the Python `acme`
 library: Let's Encrypt in production, pebble in tests), publishes every HTTP-01 token on
 EVERY edge (GeoDNS may send the validator to any region) and then makes every edge serve
 exactly the wanted certificates (`POST /certificates`, fingerprints compared first, so a
-second run sends nothing). Keys live in the controller's state directory (0700, files
+second run sends nothing). The platform certificate (`*.<platform domain>`, with
+`cdn_acme.platform_wildcard`) is validated by DNS-01: its TXT payload goes to every DNS host
+(`gdnsdctl acme-dns-01`, which gdnsd serves for its `acme_challenge_ttl` and then forgets)
+before the CA is asked to look; edges serve it under the reserved id `platform` for every
+name under the platform domain. Keys live in the controller's state directory (0700, files
 0600), never in git; edges keep theirs in their own 0600 state.
 
 State directory layout: `account.pem` (ACME account key, unless `account_key_file`), and
@@ -34,7 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cdnctl.bundle.secrets import decrypt_vault
 from cdnctl.edge.admin_client import AdminClient, Edge, fan_out
 from cdnctl.edge.pki import csr_pem, dns_names, key_pem, leaf, new_key
+from cdnctl.fleet import dns
+from cdnctl.fleet.targets import inventory_json
 from cdnctl.paths import write_private
+from cdnctl.tenants.model import PLATFORM_CERTIFICATE_ID
 
 SETTINGS_FILE = Path("group_vars") / "all" / "certificates.yml"
 SETTINGS_KEY = "cdn_acme"
@@ -62,6 +70,11 @@ class AcmeSettings(BaseModel):
     backoff_max: int = Field(86400, ge=1)
     challenge_ttl: int = Field(600, ge=30, le=86400)
     order_timeout: float = Field(90, gt=0)
+    platform_wildcard: bool = Field(
+        False,
+        description="Issue *.<cdn_domain> by DNS-01 through the inventory's DNS hosts and "
+        "serve it on every edge for the platform's names (edge.<domain>, <tenant>.<domain>)",
+    )
 
     @field_validator("contact")
     @classmethod
@@ -101,14 +114,41 @@ def load_settings(inventory: Path) -> AcmeSettings:
 # --- what each tenant needs ------------------------------------------------------------------
 
 
+# The id the platform certificate is stored and served under (reserved: no tenant has it).
+PLATFORM = PLATFORM_CERTIFICATE_ID
+
+
 @dataclass(frozen=True)
 class Wanted:
     tenant: str
     kind: Literal["acme", "custom"]
-    names: tuple[str, ...]  # acme: the names HTTP-01 can validate (no wildcards)
-    skipped: tuple[str, ...] = ()  # wildcard names: DNS-01, not built yet
+    names: tuple[str, ...]  # acme: the names the challenge below can validate
+    skipped: tuple[str, ...] = ()  # a tenant's wildcard names: its DNS is not ours (no DNS-01)
     cert_file: Path | None = None
     key_vault: str | None = None
+    challenge: Literal["http-01", "dns-01"] = "http-01"
+
+
+def platform_wanted(domain: str) -> Wanted:
+    """The platform's wildcard, validated by DNS-01 on the platform's own DNS hosts."""
+    return Wanted(PLATFORM, "acme", (f"*.{domain}",), challenge="dns-01")
+
+
+def platform_from_inventory(inventory: Path) -> tuple[Wanted, Callable[[dict[str, str]], None]]:
+    """The platform wildcard of an inventory (its GeoDNS domain) and the DNS-01 publisher
+    that puts a payload on every host of its `dns` group, or fails naming the hosts."""
+    listing = inventory_json(inventory)
+    domain = dns.load_settings(inventory, dns.platform_vars(listing)).domain
+    hosts = dns.DnsHosts(inventory)
+
+    def publish(records: dict[str, str]) -> None:
+        results = hosts.acme_dns_01(records)
+        failed = [r for r in results if not r.ok]
+        if failed or not results:
+            details = "; ".join(f"{r.host}: {r.error}" for r in failed) or "no host in group dns"
+            raise CertificateError(f"publishing the DNS-01 payload failed: {details}")
+
+    return platform_wanted(domain), publish
 
 
 def wanted_certificates(tenants: Mapping[str, Mapping[str, Any]], base_dir: Path) -> list[Wanted]:
@@ -227,7 +267,11 @@ def decide(
 ) -> Decision:
     """What to do for one ACME tenant now. Pure: the unit tests' subject."""
     if not wanted.names:
-        return Decision("skip", "only wildcard names: they need DNS-01, which is not built")
+        return Decision(
+            "skip",
+            "only wildcard names: DNS-01 would need the customer's DNS (give a custom "
+            "certificate, tls.certificate: custom)",
+        )
     if failures.count and now < failures.next_attempt:
         until = dt.datetime.fromtimestamp(failures.next_attempt, dt.UTC).isoformat(
             timespec="seconds"
@@ -291,25 +335,34 @@ class Acme:
         names: Sequence[str],
         publish: Callable[[dict[str, str]], object],
         withdraw: Callable[[list[str]], object],
+        publish_dns: Callable[[dict[str, str]], object] | None = None,
     ) -> tuple[str, str]:
-        """(chain, key) PEM for `names`: HTTP-01 tokens go out through `publish` before any
-        challenge is answered, and are withdrawn whatever happens."""
+        """(chain, key) PEM for `names`. With `publish_dns`, DNS-01: the TXT payloads (domain
+        -> payload, the domain without `_acme-challenge.` or `*.`) go out through it before
+        any challenge is answered. Otherwise HTTP-01: the tokens go out through `publish`
+        first and are withdrawn whatever happens."""
+        kind = challenges.DNS01 if publish_dns else challenges.HTTP01
         key = new_key()
         order = self.client.new_order(csr_pem(key, list(names)))
         answers = []
         tokens: dict[str, str] = {}
+        records: dict[str, str] = {}
         for authz in order.authorizations:
             if authz.body.status.name == "valid":
                 continue  # the CA reuses a recent validation
-            http01 = next(
-                (c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)), None
-            )
-            if http01 is None:
-                raise CertificateError(f"{authz.body.identifier.value}: no HTTP-01 challenge")
-            response, validation = http01.response_and_validation(self.account_key)
-            tokens[http01.chall.encode("token")] = validation
-            answers.append((http01, response))
+            domain = authz.body.identifier.value  # a wildcard's without its "*." (RFC 8555)
+            chosen = next((c for c in authz.body.challenges if isinstance(c.chall, kind)), None)
+            if chosen is None:
+                raise CertificateError(f"{domain}: the CA offers no {kind.typ} challenge")
+            response, validation = chosen.response_and_validation(self.account_key)
+            if publish_dns:
+                records[domain] = validation
+            else:
+                tokens[chosen.chall.encode("token")] = validation
+            answers.append((chosen, response))
         try:
+            if records and publish_dns:
+                publish_dns(records)
             if tokens:
                 publish(tokens)
             for challenge, response in answers:
@@ -394,11 +447,13 @@ def converge(
     *,
     renew: bool = True,
     vault_secret: str | None = None,
+    publish_dns: Callable[[dict[str, str]], object] | None = None,
     now: Callable[[], float] = time.time,
 ) -> Report:
     """Issue what is missing (and, with `renew`, renew what is due), then make every edge
     serve exactly the wanted certificates. An edge that cannot take a challenge token fails
-    the order before the CA is asked to validate; a failed order backs off."""
+    the order before the CA is asked to validate; a failed order backs off. DNS-01 orders
+    (the platform wildcard) publish through `publish_dns` (every DNS host, or fail)."""
     store = Store(settings.store)
     acme: Acme | None = None
     outcomes: list[TenantOutcome] = []
@@ -422,6 +477,8 @@ def converge(
         outcomes.append(outcome)
         if decision.action in ("issue", "renew"):
             try:
+                if want.challenge == "dns-01" and publish_dns is None:
+                    raise CertificateError("DNS-01 needs the DNS hosts (inventory group dns)")
                 if acme is None:
                     acme = Acme(settings, store)
                 chain, key = acme.order(
@@ -436,6 +493,7 @@ def converge(
                     lambda tokens: fan_out(
                         edges, token, lambda c: c.acme_challenges(remove=tokens)
                     ),
+                    publish_dns if want.challenge == "dns-01" else None,
                 )
                 store.save_acme(want.tenant, chain, key)
                 store.save_failures(want.tenant, Failures())

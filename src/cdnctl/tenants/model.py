@@ -29,6 +29,10 @@ from cdnctl.tenants.problems import InputError
 from cdnctl.tenants.yaml_loader import is_vault_string
 
 TENANT_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+# Ids the platform keeps for itself: "platform" is the platform wildcard certificate's entry on
+# every edge (fleet.certificates.PLATFORM).
+PLATFORM_CERTIFICATE_ID = "platform"
+RESERVED_TENANT_IDS = frozenset({PLATFORM_CERTIFICATE_ID})
 ENV_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,127}$"
 DAY = 86400
 METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
@@ -242,6 +246,16 @@ class Tenant(Strict):
         default_factory=lambda: ["GET", "HEAD", "OPTIONS"],
         description="Allowed methods; others get 405. Only GET/HEAD are ever cached.",
     )
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, tenant_id: str) -> str:
+        if tenant_id in RESERVED_TENANT_IDS:
+            raise InputError(
+                f"id {tenant_id!r} is reserved by the platform",
+                "choose another id (and rename the file to match)",
+            )
+        return tenant_id
 
     @field_validator("domains")
     @classmethod
