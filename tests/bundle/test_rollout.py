@@ -94,3 +94,41 @@ def test_prepare_rollout_without_the_secret_writes_nothing(compiled, tmp_path, m
     assert result.exit_code == 1
     assert "ACME_PW" in result.stderr and "nothing was rolled out" in result.stderr
     assert not out.exists()
+
+
+def test_compile_and_prepare_rollout_write_deltas_from_earlier_versions(tmp_path, tenants_dir):
+    cache, out_dir = tmp_path / "cache", tmp_path / "build"
+    plain = [tenant_doc(f"t{i}") for i in range(5)]
+    for doc in plain:
+        (tenants_dir / f"{doc['id']}.yaml").write_text(yaml.safe_dump(doc))
+
+    def compile_(*extra: str):
+        args = ["compile", str(tenants_dir), "--out", str(out_dir), "--cache-dir", str(cache)]
+        result = CliRunner().invoke(app, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads((out_dir / "bundle.json").read_bytes())["version"]
+
+    first = compile_()
+    (tenants_dir / "t9.yaml").write_text(yaml.safe_dump(tenant_doc("t9")))
+    (tenants_dir / "t0.yaml").unlink()
+    second = compile_("--delta-from", first)
+    delta = json.loads((out_dir / "delta.json").read_bytes())
+    assert (delta["base"], delta["version"]) == (first, second)
+    assert (sorted(delta["tenants"]), delta["removed"]) == (["t9"], ["t0"])
+    assert delta["hosts"] == {"cdn.t9.test": "t9", "cdn.t0.test": None}
+    unknown = CliRunner().invoke(
+        app, ["compile", str(tenants_dir), "--out", str(out_dir), "--cache-dir", str(cache),
+              "--delta-from", "sha256:" + "1" * 64],
+    )  # fmt: skip
+    assert unknown.exit_code == 2 and "no manifest of that version" in unknown.stderr
+    resolved = tmp_path / "resolved.json"
+    args = ["prepare-rollout", "--bundle", str(out_dir / "bundle.json"), "--out", str(resolved),
+            "--tenants", str(tenants_dir), "--cache-dir", str(cache),
+            "--delta-base", first, "--delta-base", "sha256:" + "2" * 64]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert list(summary["deltas"]) == [first]  # no manifest of the other: the full bundle
+    written = tmp_path / summary["deltas"][first]
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert json.loads(written.read_bytes())["content"] == summary["content"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -76,6 +77,46 @@ def test_apply_pushes_to_every_edge_with_secrets_resolved(lab, make_node):
     row = next(line for line in again.stdout.splitlines() if " ok " in line)
     cells = [cell.strip() for cell in row.split("│")]
     assert cells[-4:-2] == ["0", "0"]  # Changed, Removed: nothing to write again
+    assert f"{one.edge.settings.admin_listen}: sent nothing" in again.stdout  # up to date
+
+
+def test_apply_sends_a_delta_to_an_edge_running_an_earlier_compile(lab, make_node):
+    one, fresh = make_node("one"), make_node("fresh")
+    tenants = lab["tenants"]
+    plain = {"url": f"http://{lab['origin'].address}"}  # no secret: sent only when it changes
+    for name in ("p1", "p2", "p3", "p4"):
+        (tenants / f"{name}.yaml").write_text(yaml.safe_dump(tenant_doc(name, origin=plain)))
+    assert cli("apply", *edge_args(one), *base_args(lab)).exit_code == 0
+    (tenants / "blog.yaml").write_text(yaml.safe_dump(tenant_doc("blog", origin=plain)))
+    plan = json.loads(
+        cli("plan", *edge_args(one, fresh), *base_args(lab), "--format", "json").stdout
+    )
+    assert [row["send"] for row in plan["edges"]] == ["delta", "full"]
+    result = cli("apply", *edge_args(one, fresh), *base_args(lab))
+    assert result.exit_code == 0, result.output
+    sent = [line.split()[2] for line in result.stdout.splitlines() if ": sent " in line]
+    assert sent == ["delta", "full"]
+    configs = [node.admin.get("/config").json() for node in (one, fresh)]
+    assert configs[0]["content"] == configs[1]["content"]  # the same bytes, either way
+    assert configs[0]["tenants"] == 6
+    assert one.get("cdn.blog.test", "/x").status_code in (200, 401)  # routed to the origin
+
+
+def test_a_rotated_origin_password_goes_out_as_a_delta(lab, make_node, monkeypatch):
+    node = make_node()
+    plain = {"url": f"http://{lab['origin'].address}"}
+    for name in ("p1", "p2", "p3", "p4"):
+        (lab["tenants"] / f"{name}.yaml").write_text(yaml.safe_dump(tenant_doc(name, origin=plain)))
+    assert cli("apply", *edge_args(node), *base_args(lab)).exit_code == 0
+    before = node.admin.get("/config").json()
+    lab["origin"].expected_auth = "Basic " + base64.b64encode(b"cdn:rotated").decode()
+    monkeypatch.setenv("SHOP_ORIGIN_PASSWORD", "rotated")
+    result = cli("apply", *edge_args(node), *base_args(lab))
+    assert result.exit_code == 0, result.output
+    assert ": sent delta" in result.stdout
+    after = node.admin.get("/config").json()
+    assert after["version"] == before["version"] and after["content"] != before["content"]
+    assert node.get("cdn.shop.test", "/rotated").status_code == 200
 
 
 def test_apply_without_the_secret_changes_nothing(lab, make_node, monkeypatch):

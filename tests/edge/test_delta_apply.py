@@ -1,14 +1,17 @@
 """POST /config writes only what changed, checks the host index against unchanged tenants,
-accepts any JSON layout, and leaves everything as it was when a write fails."""
+accepts any JSON layout, and leaves everything as it was when a write fails; POST
+/config/delta applies a delta only over its base and only when it reaches its target."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
 from pathlib import Path
 
-from cdnctl.bundle.format import canonical_json
+from cdnctl.bundle.delta import make_delta
+from cdnctl.bundle.format import canonical_json, manifest_bytes
 from cdnctl.bundle.synthetic import bundle_bytes, make_bundle, tenant
 from cdnctl.lab.sample_origin import body_for
 
@@ -190,3 +193,143 @@ def test_an_applied_bundle_is_garbage_once_the_apply_is_done(make_node, make_ori
         time.sleep(0.5)
     assert heap < len(body) / 2, f"worker 0 holds {heap / 2**20:.1f} MiB of Lua heap"
     assert node.get("t19999.test", "/x").status_code == 200
+
+
+# Deltas (POST /config/delta): base + delta must give exactly what the full bundle gives.
+
+
+def delta_of(base: dict, target: dict) -> bytes:
+    """The delta from `base` to `target` (synthetic bundles are already resolved)."""
+    return make_delta(
+        bundle_bytes(target), manifest_bytes(target), manifest_bytes(base), base["version"]
+    ).body
+
+
+def running_state(node, hosts: list[str]) -> tuple:
+    config = node.admin.get("/config").json()
+    return (
+        {key: config[key] for key in ("version", "content", "tenants")},
+        node.admin.get("/config/tenants").json(),
+        {host: served_by(node, host, "/state") for host in hosts},
+    )
+
+
+def test_a_delta_gives_exactly_what_the_full_bundle_gives(make_node, make_origin):
+    origins = {name: make_origin(name) for name in "abc"}
+    a, b, c = (origins[n].address for n in "abc")
+    base = make_bundle(
+        tenant("a", ["a.test", "x.test"], a),
+        tenant("b", ["b.test", "*.w.test"], b),
+        tenant("gone", ["gone.test"], c),
+        *(tenant(f"t{i}", [f"t{i}.test"], a) for i in range(20)),
+    )
+    target = make_bundle(
+        tenant("a", ["a.test"], a, default_ttl=60),  # changed, drops x.test
+        tenant("b", ["b.test", "x.test"], b),  # takes x.test, drops *.w.test
+        tenant("c", ["c.test", "*.w.test"], c),  # new, takes *.w.test
+        *(tenant(f"t{i}", [f"t{i}.test"], a) for i in range(20)),
+    )
+    hosts = ["a.test", "b.test", "c.test", "x.test", "any.w.test", "gone.test", "t7.test"]
+    full, by_delta = make_node("full"), make_node("delta")
+    full.apply(target).raise_for_status()
+    by_delta.apply(base).raise_for_status()
+    body = delta_of(base, target)
+    assert len(body) < len(bundle_bytes(target)) / 4
+    answer = by_delta.admin.post("/config/delta", content=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "version": target["version"],
+        "previous": base["version"],
+        "tenants": 23,
+        "changed": 3,
+        "removed": 1,
+        "delta": True,
+    }
+    assert running_state(by_delta, hosts) == running_state(full, hosts)
+    assert [served_by(by_delta, h, "/s") for h in ("x.test", "any.w.test", "gone.test")] == [
+        "b",
+        "c",
+        None,
+    ]
+    # A full apply over the delta's result sees nothing changed: same texts, same index.
+    again = by_delta.apply(target).json()
+    assert (again["changed"], again["removed"]) == (0, 0)
+
+
+def test_a_delta_against_another_base_is_refused_and_nothing_changes(edge, make_origin):
+    a = make_origin("a").address
+    one = make_bundle(tenant("a", ["a.test"], a))
+    two = make_bundle(tenant("a", ["a.test"], a), tenant("b", ["b.test"], a))
+    three = make_bundle(tenant("b", ["b.test"], a, default_ttl=5))
+    edge.apply(one).raise_for_status()
+    before = running_state(edge, ["a.test", "b.test"])
+    response = edge.admin.post("/config/delta", content=delta_of(two, three))
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert f"delta base {two['version']} is not the running version {one['version']}" in error
+    assert running_state(edge, ["a.test", "b.test"]) == before
+    full = edge.admin.post("/config/delta", content=bundle_bytes(two))
+    assert full.status_code == 400
+    assert "base: must be sha256" in full.json()["error"]
+    posted_as_full = edge.admin.post("/config", content=delta_of(one, two))
+    assert posted_as_full.status_code == 400
+    assert "this is a delta" in posted_as_full.json()["error"]
+    assert running_state(edge, ["a.test", "b.test"]) == before
+
+
+def test_a_delta_that_does_not_reach_its_target_is_refused(edge, make_origin):
+    a = make_origin("a").address
+    one = make_bundle(tenant("a", ["a.test"], a))
+    two = make_bundle(tenant("a", ["a.test"], a), tenant("b", ["b.test"], a))
+    edge.apply(one).raise_for_status()
+    before = running_state(edge, ["a.test", "b.test"])
+    good = json.loads(delta_of(one, two))
+    cases = []
+    lying = json.loads(json.dumps(good))
+    lying["tenants"]["b"]["digest"] = "sha256:" + "0" * 64  # not what the target says
+    cases.append((lying, "not the delta's target"))
+    stolen = json.loads(json.dumps(good))
+    stolen["hosts"]["a.test"] = "b"  # b does not list a.test, and a is left alone
+    cases.append((stolen, "a.test belongs to tenant a, which this delta neither changes"))
+    unlisted = json.loads(json.dumps(good))
+    del unlisted["hosts"]["b.test"]
+    cases.append((unlisted, "domain b.test of tenant b maps to nil"))
+    for document, message in cases:
+        response = edge.admin.post("/config/delta", content=bundle_bytes(document))
+        assert response.status_code == 400, response.text
+        assert message in response.json()["error"]
+    assert running_state(edge, ["a.test", "b.test"]) == before
+
+
+def test_a_delta_that_removes_a_tenant_purges_it(edge, make_origin):
+    origin = make_origin("a")
+    a = origin.address
+    both = make_bundle(tenant("a", ["a.test"], a), tenant("b", ["b.test"], a))
+    edge.apply(both).raise_for_status()
+    assert edge.get("b.test", "/cached").headers["X-Cache-Status"] == "MISS"
+    assert edge.get("b.test", "/cached").headers["X-Cache-Status"] == "HIT"
+    only_a = make_bundle(tenant("a", ["a.test"], a))
+    answer = edge.admin.post("/config/delta", content=delta_of(both, only_a))
+    assert answer.json()["removed"] == 1, answer.text
+    assert served_by(edge, "b.test") is None
+    answer = edge.admin.post("/config/delta", content=delta_of(only_a, both))
+    assert answer.status_code == 200, answer.text
+    assert edge.get("b.test", "/cached").headers["X-Cache-Status"] == "MISS"
+
+
+def test_deltas_are_persisted_and_replayed_on_start(make_node, make_origin, tmp_path: Path):
+    a = make_origin("a").address
+    bundles = [
+        make_bundle(*(tenant(f"t{i}", [f"t{i}.test"], a, default_ttl=60 + n) for i in range(n)))
+        for n in (1, 2, 3)
+    ]
+    node = make_node("persist", workers=1)
+    node.apply(bundles[0]).raise_for_status()
+    for base, target in itertools.pairwise(bundles):
+        node.admin.post("/config/delta", content=delta_of(base, target)).raise_for_status()
+    hosts = ["t0.test", "t1.test", "t2.test"]
+    before = running_state(node, hosts)
+    node.edge.stop()
+    node.edge.start()
+    assert running_state(node, hosts) == before
+    assert before[0]["version"] == bundles[2]["version"]

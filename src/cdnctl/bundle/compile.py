@@ -18,6 +18,7 @@ from typing import Any
 
 from cdnctl.bundle.compile_cache import CompileCache, StatKey, code_fingerprint
 from cdnctl.bundle.format import BUNDLE_FORMAT, sha256_tag
+from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.tenants.policy import Policy
 from cdnctl.tenants.problems import Problem
 from cdnctl.tenants.validate import (
@@ -40,6 +41,7 @@ class CompileResult:
     problems: list[Problem] = field(default_factory=list)
     bundle: bytes | None = None
     version: str | None = None
+    manifest: bytes | None = None  # what `version` is the SHA-256 of (bundle/format.py)
 
     @property
     def ok(self) -> bool:
@@ -145,7 +147,11 @@ def check_tenants(
     )
     indexes = cache.indexes if reuse_fleet else None
     if assemble and compiled.ok:
-        compiled.bundle, compiled.version, indexes = assemble_bundle(ordered, indexes)
+        compiled.bundle, compiled.version, indexes, compiled.manifest = assemble_bundle(
+            ordered, indexes
+        )
+        if cache_dir is not None:
+            ManifestStore(cache_dir).save(compiled.version, compiled.manifest)
     if fresh or len(unchanged) != len(cache.index) or not reuse_fleet or indexes != cache.indexes:
         cache.save(unchanged, fresh, fleet_clean=not fleet_problems, indexes=indexes)
     return compiled
@@ -192,8 +198,9 @@ def _check_batch(paths: list[str], policy: Policy) -> list[tuple[bytes, FileResu
 
 def assemble_bundle(
     results: Sequence[FileResult], indexes: tuple[bytes, bytes] | None = None
-) -> tuple[bytes, str, tuple[bytes, bytes]]:
-    """The canonical bundle bytes, its version (see bundle.py) and its (hosts, wildcards) JSON.
+) -> tuple[bytes, str, tuple[bytes, bytes], bytes]:
+    """The canonical bundle bytes, its version (see format.py), its (hosts, wildcards) JSON
+    and its manifest.
 
     Tenant fragments are already canonical JSON, so the document is assembled by joining
     them in id order rather than re-serialising every tenant: the same bytes `bundle_json`
@@ -231,7 +238,7 @@ def assemble_bundle(
     bundle = b"".join(
         [head, b',"tenants":{', *tenant_parts, b'},"version":"', version.encode(), b'"', tail]
     )
-    return bundle, version, indexes
+    return bundle, version, indexes, manifest
 
 
 def _index_json(index: dict[str, str]) -> bytes:

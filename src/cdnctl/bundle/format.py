@@ -68,7 +68,14 @@ from cdnctl.tenants.canonical import canonical_json, sha256_tag
 
 BUNDLE_FORMAT = 1
 
-__all__ = ["BUNDLE_FORMAT", "bundle_json", "canonical_json", "manifest_version", "sha256_tag"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "bundle_json",
+    "canonical_json",
+    "manifest_bytes",
+    "manifest_version",
+    "sha256_tag",
+]
 
 TENANTS_OPEN = b'"tenants":{'
 
@@ -89,10 +96,15 @@ def bundle_json(bundle: dict[str, Any]) -> bytes:
     return skeleton[:at] + lines + b"\n" + skeleton[at:]
 
 
-def manifest_version(bundle: dict[str, Any]) -> str:
-    """The version a bundle must carry (see above)."""
+def manifest_bytes(bundle: dict[str, Any]) -> bytes:
+    """The bundle's manifest (see above): what its version is the SHA-256 of."""
     manifest = {key: value for key, value in bundle.items() if key != "version"}
     manifest["tenants"] = {
         tenant_id: tenant["digest"] for tenant_id, tenant in bundle["tenants"].items()
     }
-    return sha256_tag(canonical_json(manifest))
+    return canonical_json(manifest)
+
+
+def manifest_version(bundle: dict[str, Any]) -> str:
+    """The version a bundle must carry (see above)."""
+    return sha256_tag(manifest_bytes(bundle))

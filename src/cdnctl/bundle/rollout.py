@@ -1,4 +1,5 @@
-"""Preparing a fleet rollout (ansible/tenants.yml): the resolved bundle and a smoke target."""
+"""Preparing a fleet rollout (ansible/tenants.yml): the resolved bundle, resolved deltas
+from the versions nodes run, and a smoke target."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cdnctl.bundle.delta import Resolver, make_delta
 from cdnctl.bundle.format import bundle_json, sha256_tag
 from cdnctl.bundle.secrets import resolve_secrets
 
@@ -52,3 +54,30 @@ def load_plan(text: str | None) -> dict[str, Any] | None:
         return None
     plan = json.loads(text)
     return plan if isinstance(plan, dict) else None
+
+
+def write_deltas(
+    bundle: bytes,
+    manifest: bytes | None,
+    bases: Mapping[str, bytes | None],
+    resolver: Resolver,
+    out: Path,
+) -> dict[str, str]:
+    """For each base version whose manifest is known (and the target's is): the resolved
+    delta from it, in a new 0600 file next to `out`, when it is smaller than the bundle.
+    Returns base -> file."""
+    written: dict[str, str] = {}
+    if manifest is None:
+        return written
+    for base, base_manifest in sorted(bases.items()):
+        if base_manifest is None:
+            continue
+        delta = make_delta(bundle, manifest, base_manifest, base, resolver=resolver)
+        if len(delta.body) >= len(bundle):
+            continue
+        path = out.with_name(f"{out.stem}.delta-{base.removeprefix('sha256:')[:16]}.json")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(delta.body)
+        written[base] = str(path)
+    return written

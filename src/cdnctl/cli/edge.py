@@ -14,7 +14,8 @@ from rich.table import Table
 
 from cdnctl.bundle.compile import DEFAULT_CACHE_DIR, compile_paths
 from cdnctl.bundle.format import bundle_json
-from cdnctl.bundle.rollout import load_plan, smoke_target, write_resolved
+from cdnctl.bundle.manifest_store import ManifestStore
+from cdnctl.bundle.rollout import load_plan, smoke_target, write_deltas, write_resolved
 from cdnctl.bundle.secrets import VAULT_PASSWORD_ENV, SecretResolutionError, resolve_secrets
 from cdnctl.edge.admin_client import (
     AdminClient,
@@ -25,6 +26,7 @@ from cdnctl.edge.admin_client import (
     fan_out,
     read_token,
 )
+from cdnctl.edge.push import Pusher
 from cdnctl.fleet.targets import edges_from_inventory
 from cdnctl.tenants.policy import PolicyError, load_policy
 
@@ -102,10 +104,9 @@ def vault_secret(vault_password_file: Path | None) -> str | None:
     return os.environ.get(VAULT_PASSWORD_ENV)
 
 
-def resolved_bundle(
-    tenants: Path, inventory: Path | None, vault_password_file: Path | None
-) -> tuple[bytes, str]:
-    """Compile, then resolve secrets from the environment: the bytes edges are sent."""
+def pusher_for(tenants: Path, inventory: Path | None, vault_password_file: Path | None) -> Pusher:
+    """Compile, and check every secret resolves from the environment: what brings each edge
+    to the compiled bundle (a delta or the full bundle, see edge/push.py)."""
     try:
         policy = load_policy(inventory)
     except PolicyError as exc:
@@ -115,13 +116,25 @@ def resolved_bundle(
         for problem in result.problems:
             err.print(problem.render(), markup=False, highlight=False)
         raise _fail(f"{len(result.problems)} problem(s) — nothing was applied", EXIT_FAILED)
+    secret = vault_secret(vault_password_file)
+    compiled = result.bundle
+
+    def resolver(bundle: dict[str, Any]) -> dict[str, Any]:
+        return resolve_secrets(bundle, os.environ, vault_secret=secret)
+
+    pusher = Pusher(
+        compiled,
+        result.manifest or b"",
+        result.version,
+        ManifestStore(DEFAULT_CACHE_DIR),
+        resolver,
+        lambda: bundle_json(resolver(json.loads(compiled))),
+    )
     try:
-        resolved = resolve_secrets(
-            json.loads(result.bundle), os.environ, vault_secret=vault_secret(vault_password_file)
-        )
+        pusher.prepare()
     except SecretResolutionError as exc:
         raise _fail(f"{exc} — nothing was applied", EXIT_FAILED) from None
-    return bundle_json(resolved), result.version
+    return pusher
 
 
 def short(version: Any) -> str:
@@ -166,14 +179,15 @@ def apply(
     ] = None,
     vault_password_file: VaultPasswordOpt = None,
 ) -> None:
-    """Compile tenants and push the bundle to running edges (live, no nginx reload)."""
+    """Compile tenants and bring running edges to it (live, no nginx reload): a delta to an
+    edge that runs a version compiled here before, else the full bundle."""
     targets = resolve_targets(edge, inventory)
     token = read_token_or_exit(token_file)
-    bundle, version = resolved_bundle(tenants, inventory, vault_password_file)
+    pusher = pusher_for(tenants, inventory, vault_password_file)
     commit = commit or source_commit(tenants)
-    results = fan_out(targets, token, lambda client: client.push_bundle(bundle, commit))
+    results = fan_out(targets, token, lambda client: pusher.push(client, commit))
     _print_results(
-        f"Apply {short(version)} ({len(bundle) / 1024:.0f} KiB)",
+        f"Apply {short(pusher.version)} ({_size(len(pusher.bundle))} compiled)",
         results,
         {
             "Version": "version",
@@ -183,9 +197,18 @@ def apply(
             "Removed": "removed",
         },
     )
+    for result in results:
+        if result.detail:
+            sent, count = result.detail["sent"], result.detail["bytes"]
+            size = f" ({_size(count)})" if count else ""
+            out.print(f"{result.edge.name}: sent {sent}{size}", highlight=False)
     failed = [r for r in results if not r.ok]
     if failed:
         raise _fail(f"{len(failed)} of {len(results)} edge(s) failed", EXIT_FAILED)
+
+
+def _size(count: int) -> str:
+    return f"{count / 1024:.1f} KiB" if count < 1 << 20 else f"{count / (1 << 20):.1f} MiB"
 
 
 def purge(
@@ -220,10 +243,16 @@ def purge(
 
 
 def plan_edges(
-    targets: list[Edge], token: str, version: str, digests: dict[str, str], fmt_json: bool
+    targets: list[Edge],
+    token: str,
+    version: str,
+    digests: dict[str, str],
+    fmt_json: bool,
+    store: ManifestStore,
 ) -> None:
-    """Per edge: what it runs, and which tenants applying the local compile would add,
-    change or remove there (by tenant digest)."""
+    """Per edge: what it runs, which tenants applying the local compile would add, change
+    or remove there (by tenant digest), and whether `cdnctl apply` would send it a delta
+    (it runs a version compiled here before) or the full bundle."""
 
     def running(client: AdminClient) -> dict[str, Any]:
         return {**client.running_config(), "tenants": client.running_tenants()["tenants"]}
@@ -240,12 +269,14 @@ def plan_edges(
             "remove": sorted(running.keys() - digests.keys()),
         }
         running_version = (result.detail or {}).get("version")
+        send = None
         if not result.ok:
             action = "unreachable"
         elif running_version == version:
             action = "up to date"
         else:
             action = "update"
+            send = "delta" if store.load(running_version) is not None else "full"
         rows.append(
             {
                 "edge": result.edge.name,
@@ -254,6 +285,7 @@ def plan_edges(
                 "running_commit": (result.detail or {}).get("commit"),
                 "local_version": version,
                 "action": action,
+                "send": send,
                 "tenants": changes if result.ok else None,
                 "error": result.error,
             }
@@ -267,6 +299,8 @@ def plan_edges(
         colour = {"up to date": "green", "update": "yellow", "unreachable": "red"}
         for row in rows:
             action = f"[{colour[row['action']]}]{row['action']}[/]"
+            if row["send"]:
+                action += f" ({row['send']})"
             if row["error"]:
                 action += f": {row['error']}"
             commit = (row["running_commit"] or "-")[:12]
@@ -303,25 +337,48 @@ def prepare_rollout(
         Path | None, typer.Option("--plan", help="`cdnctl plan --format json` output.")
     ] = None,
     vault_password_file: VaultPasswordOpt = None,
+    delta_base: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--delta-base",
+            help="A version nodes run (repeatable): also write the resolved delta from it, "
+            "when its manifest is in the compile cache and the delta is smaller.",
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path, typer.Option("--cache-dir", help="The compile cache `cdnctl compile` used.")
+    ] = DEFAULT_CACHE_DIR,
 ) -> None:
     """For ansible/tenants.yml: resolve a compiled bundle's secrets into a private file and
-    print {version, content, commit, smoke_tenant, smoke_domain} as JSON (`content`: the
-    SHA-256 of the resolved bytes, secrets included)."""
-    bundle = json.loads(bundle_file.read_bytes())
+    print {version, content, commit, smoke_tenant, smoke_domain, deltas} as JSON (`content`:
+    the SHA-256 of the resolved bytes, secrets included; `deltas`: base version -> the 0600
+    file next to --out holding the resolved delta from it)."""
+    raw = bundle_file.read_bytes()
+    bundle = json.loads(raw)
+    secret = vault_secret(vault_password_file)
     try:
-        content = write_resolved(bundle, os.environ, out, vault_secret(vault_password_file))
+        content = write_resolved(bundle, os.environ, out, secret)
     except SecretResolutionError as exc:
         raise _fail(f"{exc} — nothing was rolled out", EXIT_FAILED) from None
     except FileExistsError:
         raise _fail(f"{out} exists: the resolved bundle is only ever written fresh") from None
     plan = load_plan(plan_file.read_text(encoding="utf-8") if plan_file else None)
     target = smoke_target(bundle, plan)
+    store = ManifestStore(cache_dir)
+    deltas = write_deltas(
+        raw,
+        store.load(bundle["version"]),
+        {base: store.load(base) for base in delta_base or []},
+        lambda document: resolve_secrets(document, os.environ, vault_secret=secret),
+        out,
+    )
     document = {
         "version": bundle["version"],
         "content": content,
         "commit": source_commit(tenants),
         "smoke_tenant": target[0] if target else None,
         "smoke_domain": target[1] if target else None,
+        "deltas": deltas,
     }
     typer.echo(json.dumps(document))
 

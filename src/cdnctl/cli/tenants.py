@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cdnctl.bundle.delta import make_delta
+from cdnctl.bundle.manifest_store import KEEP, ManifestStore
 from cdnctl.bundle.plan import (
     GitError,
     changed_files,
@@ -93,21 +95,47 @@ def compile_command(
     ),
     inventory: InventoryOpt = None,
     cache_dir: CacheOpt = DEFAULT_CACHE_DIR,
+    delta_from: Annotated[
+        str | None,
+        typer.Option(
+            "--delta-from",
+            help="Also write delta.json: the delta from this version (one compiled here "
+            "before, e.g. what `cdnctl plan --edge` shows an edge runs) to this bundle.",
+        ),
+    ] = None,
 ) -> None:
     """Compile tenants into the bundle edges run (deterministic JSON, content-hash version)."""
     policy = policy_or_exit(inventory)
     result = run_compile(paths or [Path("tenants")], policy, cache_dir)
-    if not result.ok or result.bundle is None:
+    if not result.ok or result.bundle is None or result.manifest is None:
         print_problems(result.problems, Format.text)
         raise typer.Exit(EXIT_INVALID)
+    base = ManifestStore(cache_dir).load(delta_from) if delta_from else None
+    if delta_from and base is None:
+        err.print(
+            f"[red]error:[/] --delta-from {delta_from}: no manifest of that version in "
+            f"{cache_dir} (only the last {KEEP} compiles are kept): send the full bundle"
+        )
+        raise typer.Exit(EXIT_USAGE)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "bundle.json"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".bundle-")
+    _write_public(target, result.bundle)
+    out.print(f"{target}: {len(result.results)} tenant(s), version {result.version}")
+    if delta_from and base is not None:
+        delta = make_delta(result.bundle, result.manifest, base, delta_from)
+        _write_public(out_dir / "delta.json", delta.body)
+        out.print(
+            f"{out_dir / 'delta.json'}: {delta.changed} tenant(s) added or changed, "
+            f"{delta.removed} removed, {len(delta.body)} bytes (full: {len(result.bundle)})"
+        )
+
+
+def _write_public(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-")
     with os.fdopen(fd, "wb") as handle:
-        handle.write(result.bundle)
+        handle.write(data)
     os.replace(tmp, target)
     os.chmod(target, 0o644)
-    out.print(f"{target}: {len(result.results)} tenant(s), version {result.version}")
 
 
 @tenants_commands.command()
@@ -136,7 +164,14 @@ def plan(
         targets = edge_cli.resolve_targets(edge, inventory)
         token = edge_cli.read_token_or_exit(token_file)
         digests = {r.tenant_id: r.digest for r in current.results if r.tenant_id and r.digest}
-        edge_cli.plan_edges(targets, token, current.version, digests, fmt is Format.json)
+        edge_cli.plan_edges(
+            targets,
+            token,
+            current.version,
+            digests,
+            fmt is Format.json,
+            ManifestStore(cache_dir),
+        )
         return
     try:
         before, base_problems = tenants_at_ref(base, tenants, policy)

@@ -1,7 +1,7 @@
 """Talking to running edges and shields through their admin API (see DESIGN.md).
 
-`GET /health`, `GET /config`, `POST /config` (bundle), `POST /purge`, `GET|POST
-/certificates`, `POST /acme-challenges`, all with
+`GET /health`, `GET /config`, `POST /config` (bundle), `POST /config/delta` (delta),
+`POST /purge`, `GET|POST /certificates`, `POST /acme-challenges`, all with
 `Authorization: Bearer <token>`. Calls to many edges fan out in parallel threads and
 every edge gets its own result: one unreachable edge never hides the others.
 """
@@ -23,7 +23,11 @@ DEFAULT_ADMIN_PORT = 9145
 
 
 class EdgeError(RuntimeError):
-    """An edge answered with an error, or could not be reached."""
+    """An edge answered with an error (`status`), or could not be reached (status None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TokenError(ValueError):
@@ -99,7 +103,10 @@ class AdminClient:
             body = {"error": response.text[:200]}
         if response.status_code >= 400:
             message = body.get("error") if isinstance(body, dict) else None
-            raise EdgeError(f"HTTP {response.status_code}: {message or response.reason_phrase}")
+            raise EdgeError(
+                f"HTTP {response.status_code}: {message or response.reason_phrase}",
+                response.status_code,
+            )
         return body if isinstance(body, dict) else {"result": body}
 
     def health(self) -> dict[str, Any]:
@@ -113,10 +120,18 @@ class AdminClient:
         return self._call("GET", "/config/tenants")
 
     def push_bundle(self, bundle: bytes, commit: str | None = None) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json", "Content-Length": str(len(bundle))}
+        return self._post_config("/config", bundle, commit)
+
+    def push_delta(self, delta: bytes, commit: str | None = None) -> dict[str, Any]:
+        """POST /config/delta: EdgeError with status 409 when the edge does not run the
+        delta's base (send the full bundle then)."""
+        return self._post_config("/config/delta", delta, commit)
+
+    def _post_config(self, path: str, body: bytes, commit: str | None) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
         if commit:
             headers["X-Cdnctl-Commit"] = commit
-        return self._call("POST", "/config", content=_chunks(bundle), headers=headers)
+        return self._call("POST", path, content=_chunks(body), headers=headers)
 
     def purge(self, request: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/purge", json=request)

@@ -1,4 +1,5 @@
--- Management listener: /health (open), /config, /config/tenants (digest per tenant),
+-- Management listener: /health (open), /config, /config/delta, /config/tenants (digest per
+-- tenant),
 -- /metrics, /purge, /certificates, /acme-challenges (bearer token).
 local cjson = require "cjson.safe"
 local node = require "cdnctl.node"
@@ -77,18 +78,20 @@ local function get_config()
     })
 end
 
-local function post_config()
+-- POST /config: a full bundle; POST /config/delta: a delta against the running version.
+local function post_config(delta)
     local raw, file = read_body()
     if not raw or raw == "" then
         return respond.json(400, { error = "empty body: POST the resolved bundle JSON" })
     end
-    local result, err, status = store.apply(raw, var.http_x_cdnctl_commit, file)
+    local result, err, status = store.apply(raw, var.http_x_cdnctl_commit, file, delta)
     if not result then
         ngx.log(ngx.WARN, "cdnctl: config rejected: ", err)
         return respond.json(status or 400, { error = err })
     end
     ngx.log(ngx.NOTICE, "cdnctl: config ", result.version, " applied (", result.tenants,
-        " tenants)")
+        " tenants", delta and ", delta of " .. result.changed .. " changed, "
+        .. result.removed .. " removed)" or ")")
     return respond.json(200, result)
 end
 
@@ -159,9 +162,14 @@ function _M.handle()
         if method == "GET" then
             return get_config()
         elseif method == "POST" then
-            return post_config()
+            return post_config(false)
         end
         return respond.json(405, { error = "method not allowed" }, { Allow = "GET, POST" })
+    elseif uri == "/config/delta" then
+        if method == "POST" then
+            return post_config(true)
+        end
+        return respond.json(405, { error = "method not allowed" }, { Allow = "POST" })
     elseif uri == "/config/tenants" and method == "GET" then
         ngx.header["Content-Type"] = "application/json"
         ngx.print(store.digests_json() or '{"version":null,"tenants":{}}')

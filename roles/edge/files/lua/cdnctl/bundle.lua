@@ -180,6 +180,9 @@ function _M.check_skeleton(b)
     if type(b.hosts) ~= "table" or type(b.wildcards) ~= "table" then
         return "hosts and wildcards must be objects"
     end
+    if b.base ~= nil then
+        return "this is a delta (it has a base version): POST it to /config/delta"
+    end
     return nil
 end
 
@@ -331,25 +334,26 @@ local function manifest_from_skeleton(parts, digests)
     return "{" .. concat(members, ",") .. "}"
 end
 
--- nil when the bundle's version is the SHA-256 of its manifest, else the error to refuse it
--- with. `digests`: id -> digest of every tenant of the bundle.
-function _M.check_version(parts, digests)
+-- The bundle's manifest when its version is the SHA-256 of it, else nil and the error to
+-- refuse it with. `digests`: id -> digest of every tenant of the bundle.
+function _M.verified_manifest(parts, digests)
     local tenants, err = tenants_member(parts.ids, parts.count, digests)
     if not tenants then
-        return err
+        return nil, err
     end
     local version = parts.skeleton.version
     local fast = parts.raw and manifest_from_text(parts, tenants)
     if fast and "sha256:" .. sha256.hex(fast) == version then
-        return nil
+        return fast
     end
-    local expected = "sha256:" .. sha256.hex(manifest_from_skeleton(parts, digests))
+    local manifest = manifest_from_skeleton(parts, digests)
+    local expected = "sha256:" .. sha256.hex(manifest)
     if expected ~= version then
-        return "version: " .. version .. " is not the SHA-256 of this bundle's manifest ("
+        return nil, "version: " .. version .. " is not the SHA-256 of this bundle's manifest ("
             .. expected .. "): the bundle was changed after `cdnctl compile` (or built by "
             .. "hand); compile it again and send that"
     end
-    return nil
+    return manifest
 end
 
 local TENANTS_OPEN = '"tenants":{\n'
@@ -382,12 +386,12 @@ function _M.fingerprint(parts, i)
 end
 
 -- Whole-document decode: for bundles not in the line layout (any valid JSON is accepted).
-local function split_decoded(raw)
+local function split_decoded(raw, check)
     local b, err = cjson.decode(raw)
     if type(b) ~= "table" then
         return nil, "invalid JSON: " .. tostring(err or "not an object")
     end
-    local serr = _M.check_skeleton(b)
+    local serr = check(b)
     if serr then
         return nil, serr
     end
@@ -415,11 +419,12 @@ end
 -- the rest (format, version, host indexes) is decoded here, and a tenant's text is copied
 -- out of the body (and decoded) only when its fingerprint differs from the running one.
 -- Returns the parts (see parts_of) or nil, error. `pace`, if given, is called per tenant
--- (the caller's chance to yield).
-function _M.split(raw, pace)
+-- (the caller's chance to yield); `check` checks a skeleton decoded with its tenants
+-- (check_skeleton unless given: a delta has its own).
+function _M.split(raw, pace, check)
     local at = find(raw, TENANTS_OPEN, 1, true)
     if not at then
-        return split_decoded(raw)
+        return split_decoded(raw, check or _M.check_skeleton)
     end
     local pos = at + #TENANTS_OPEN
     local ids, firsts, lens, n = {}, {}, {}, 0

@@ -2,10 +2,19 @@
 --
 -- Keys of cdn_config: "t:<id>" -> the tenant's JSON text, "h:<host>" / "w:<domain>" ->
 -- tenant id, "index" -> the running bundle without its tenants (format, version, hosts,
--- wildcards), "digests" -> {version, tenants: {id: digest}}, "applied" -> every running
--- tenant's fingerprint (the SHA-256 of its text, which tells a changed tenant) and digest,
--- packed in one string (see pack_applied), "meta" -> {version, content, commit,
--- applied_at, tenants}. ("f:<id>" held one fingerprint each before "applied" existed.)
+-- wildcards), "manifest" -> the running bundle's manifest text, whose SHA-256 is the running
+-- version (see manifest.lua), "applied" -> every running tenant's fingerprint (the SHA-256
+-- of its text, which tells a changed tenant) and digest, packed in one string (see
+-- pack_applied), "meta" -> {version, content, commit, applied_at, tenants, deltas}.
+-- ("f:<id>" held one fingerprint each before "applied" existed, "digests" the
+-- {version, tenants: {id: digest}} document before "manifest" did.)
+--
+-- A delta (apply_delta) names the base version it applies to, the tenants it adds or
+-- changes, the ones it removes and the host index entries that change; it is applied only
+-- over exactly that base, and only if the running manifest patched with it has exactly its
+-- target version, so an edge that took a delta runs the same bytes a full apply of the
+-- target would have given it. It is persisted next to the last full bundle and replayed
+-- on start; after MAX_DELTAS of them the edge asks for a full bundle.
 --
 -- An apply validates the whole bundle before it writes anything, but decodes only the
 -- tenants whose text differs from the running one (by fingerprint: a rotated secret
@@ -21,6 +30,7 @@ local cjson = require "cjson.safe"
 local node = require "cdnctl.node"
 local bundle = require "cdnctl.bundle"
 local fsutil = require "cdnctl.fsutil"
+local manifest = require "cdnctl.manifest"
 local policy = require "cdnctl.policy"
 local purge = require "cdnctl.purge"
 local sha256 = require "cdnctl.sha256"
@@ -31,6 +41,7 @@ local ipairs = ipairs
 local type = type
 local assert = assert
 local tostring = tostring
+local tonumber = tonumber
 local find = string.find
 local pcall = pcall
 local collectgarbage = collectgarbage
@@ -56,7 +67,9 @@ local function cache_for(gen)
 end
 
 local BUNDLE_FILE = "/bundle.json" -- the bundle exactly as applied
-local META_FILE = "/bundle.meta.json" -- commit and time of that apply
+local META_FILE = "/bundle.meta.json" -- commit and time of that apply, deltas since
+local DELTA_FILE = "/bundle.delta.%d.json" -- delta n over that bundle, exactly as applied
+local MAX_DELTAS = 100
 local INDEX_PREFIXES = { hosts = "h:", wildcards = "w:" }
 
 local function or_null(v)
@@ -121,7 +134,12 @@ end
 
 -- The JSON {"version", "tenants": {id: digest}} of the running config, or nil.
 function _M.digests_json()
-    return dict:get("digests")
+    local text = dict:get("manifest")
+    local meta = text and _M.meta()
+    if meta then
+        return manifest.digests_json(text, meta.version)
+    end
+    return dict:get("digests") -- written by a cdnctl without manifests
 end
 
 function _M.meta()
@@ -205,14 +223,22 @@ local function pack_applied(fingerprints, digests)
     return concat(out)
 end
 
+-- A delta appends its tenants to the packed string (a later entry wins), and a removed
+-- tenant as a tombstone: any 32 bytes, id, " -\n".
+local TOMBSTONE = string.rep("\0", 32)
+
 local function unpack_applied(packed)
     local fingerprints, digests, pos, len = {}, {}, 1, #packed
     while pos < len do
         local space = find(packed, " ", pos + 32, true)
         local nl = find(packed, "\n", space, true)
         local id = sub(packed, pos + 32, space - 1)
-        fingerprints[id] = sub(packed, pos, pos + 31)
-        digests[id] = nl > space + 1 and sub(packed, space + 1, nl - 1) or null
+        local digest = nl > space + 1 and sub(packed, space + 1, nl - 1) or null
+        if digest == "-" then
+            fingerprints[id], digests[id] = nil, nil
+        else
+            fingerprints[id], digests[id] = sub(packed, pos, pos + 31), digest
+        end
         pos = nl + 1
     end
     return fingerprints, digests
@@ -315,7 +341,7 @@ end
 
 -- Writes what changed (tenants, then hosts, then the running index and meta). Returns the
 -- journal, to be finished or rolled back, or nil, error (already rolled back).
-local function write_changes(parts, diff, running, meta, pace)
+local function write_changes(parts, diff, running, meta, verified, pace)
     local j = journal()
     local ok, err
     for id in pairs(diff.changed) do
@@ -358,8 +384,8 @@ local function write_changes(parts, diff, running, meta, pace)
             j.stale[#j.stale + 1] = "f:" .. id
         end
     end
-    local digests = cjson.encode({ version = meta.version, tenants = diff.digests })
-    for key, value in pairs({ index = parts.skeleton_text, digests = digests,
+    j.stale[#j.stale + 1] = "digests" -- the manifest replaced it
+    for key, value in pairs({ index = parts.skeleton_text, manifest = verified,
         applied = pack_applied(diff.fingerprints, diff.digests),
         meta = cjson.encode(meta) })
     do
@@ -394,8 +420,8 @@ local function apply_now(raw, meta, from_disk, body_file)
     if ierr then
         return nil, ierr
     end
-    local verr = bundle.check_version(parts, diff.digests)
-    if verr then
+    local verified, verr = bundle.verified_manifest(parts, diff.digests)
+    if not verified then
         return nil, verr
     end
     local previous = _M.meta()
@@ -404,7 +430,7 @@ local function apply_now(raw, meta, from_disk, body_file)
     -- The exact bytes, secrets included: a rollout re-sends a bundle whose version is the
     -- same but whose resolved secrets changed (ansible/tenants.yml compares this).
     meta.content = "sha256:" .. sha256.hex(raw)
-    local j, werr = write_changes(parts, diff, running, meta, pace)
+    local j, werr = write_changes(parts, diff, running, meta, verified, pace)
     if not j then
         state:incr("gen", 1, 0) -- workers may have cached what was rolled back
         return nil, werr, 500
@@ -436,6 +462,302 @@ local function apply_now(raw, meta, from_disk, body_file)
         tenants = parts.count,
         changed = changed,
         removed = #j.removed,
+    }
+end
+
+-- A delta's own fields: base, target version and content (sha256:<64 hex> each), the host
+-- index entries that change (host -> tenant id, or null to drop it), removed tenant ids.
+local function check_delta_skeleton(d)
+    if type(d) ~= "table" then
+        return "delta must be a JSON object"
+    end
+    if d.format ~= 1 then
+        return "unsupported bundle format " .. tostring(d.format) .. " (expected 1)"
+    end
+    for _, field in ipairs({ "base", "version", "content" }) do
+        local v = d[field]
+        if type(v) ~= "string" or not find(v, "^sha256:%x+$") or #v ~= 71 then
+            return field .. ": must be sha256:<64 hex>"
+        end
+    end
+    for kind in pairs(INDEX_PREFIXES) do
+        if type(d[kind]) ~= "table" then
+            return kind .. ": must be an object of host -> tenant id (or null to drop it)"
+        end
+        for host, id in pairs(d[kind]) do
+            if type(host) ~= "string" or (type(id) ~= "string" and id ~= null) then
+                return kind .. ": " .. tostring(host) .. ": must map to a tenant id or null"
+            end
+        end
+    end
+    if type(d.removed) ~= "table" then
+        return "removed: must be a list of tenant ids"
+    end
+    for i, id in ipairs(d.removed) do
+        if type(id) ~= "string" then
+            return "removed[" .. (i - 1) .. "]: must be a tenant id"
+        end
+    end
+    return nil
+end
+
+local function domains_of(text)
+    local t = cjson.decode(text)
+    return type(t) == "table" and type(t.domains) == "table" and t.domains or {}
+end
+
+-- The delta's tenants, decoded and checked: {changed = {id: decoded}, texts, fingerprints,
+-- old = {id: running text} of those already running, added = count}.
+local function delta_tenants(parts, pace)
+    local changed, texts, fingerprints, old, added = {}, {}, {}, {}, 0
+    for i = 1, parts.count do
+        local id = parts.ids[i]
+        if changed[id] then
+            return nil, "tenants: duplicate id " .. id
+        end
+        local text = bundle.text(parts, i)
+        local t, err = parts.decoded[i], nil
+        if t == nil then
+            t, err = cjson.decode(text)
+            if t == nil then
+                return nil, "tenant " .. id .. ": invalid JSON: " .. tostring(err)
+            end
+        end
+        local terr = bundle.check_tenant(id, t)
+        if terr then
+            return nil, "tenant " .. id .. ": " .. terr
+        end
+        if type(t.digest) ~= "string" then
+            return nil, "tenant " .. id .. ": digest: a delta's tenants need their digest"
+        end
+        changed[id], texts[id], fingerprints[id] = t, text, bundle.fingerprint(parts, i)
+        old[id] = dict:get("t:" .. id)
+        if not old[id] then
+            added = added + 1
+        end
+        pace()
+    end
+    return { changed = changed, texts = texts, fingerprints = fingerprints, old = old,
+        added = added }
+end
+
+-- The host index entries the delta changes, checked against the running index: every
+-- changed tenant's domains map to it afterwards, no domain it (or a removed tenant) no
+-- longer lists still does, and no entry of a tenant the delta leaves alone moves.
+-- Returns {hosts = {host: id or false}, wildcards = ...} or nil, error.
+local function delta_index(d, tenants, removed)
+    local edits = { hosts = {}, wildcards = {} }
+    local changed = tenants.changed
+    for kind, prefix in pairs(INDEX_PREFIXES) do
+        for host, id in pairs(d[kind]) do
+            local current = dict:get(prefix .. host)
+            if current ~= nil and not changed[current] and not removed[current] then
+                return nil, kind .. ": " .. host .. " belongs to tenant " .. current
+                    .. ", which this delta neither changes nor removes"
+            end
+            if id == null then
+                if current == nil then
+                    return nil, kind .. ": " .. host .. " is dropped but is not in the running "
+                        .. "index"
+                end
+                edits[kind][host] = false
+            elseif not changed[id] then
+                return nil, kind .. ": " .. host .. " maps to tenant " .. id
+                    .. ", which this delta does not carry"
+            else
+                edits[kind][host] = id
+            end
+        end
+    end
+    local function owner(domain)
+        local kind, host = "hosts", domain
+        if sub(domain, 1, 2) == "*." then
+            kind, host = "wildcards", sub(domain, 3)
+        end
+        local id = edits[kind][host]
+        if id == nil then
+            return dict:get(INDEX_PREFIXES[kind] .. host)
+        end
+        return id or nil
+    end
+    for id, t in pairs(changed) do
+        local listed = {}
+        for _, domain in ipairs(t.domains) do
+            listed[domain] = true
+            local o = owner(domain)
+            if o ~= id then
+                return nil, "hosts index: domain " .. domain .. " of tenant " .. id
+                    .. " maps to " .. tostring(o)
+            end
+        end
+        for _, domain in ipairs(tenants.old[id] and domains_of(tenants.old[id]) or {}) do
+            if not listed[domain] and owner(domain) == id then
+                return nil, "hosts index: domain " .. domain .. ", which tenant " .. id
+                    .. " no longer lists, still maps to it"
+            end
+        end
+    end
+    for id, text in pairs(removed) do
+        for _, domain in ipairs(domains_of(text)) do
+            if owner(domain) == id then
+                return nil, "hosts index: domain " .. domain .. " of removed tenant " .. id
+                    .. " still maps to it"
+            end
+        end
+    end
+    return edits
+end
+
+-- Persist delta number `n`, then the meta naming it (see persist).
+local function persist_delta(raw, meta, body_file, n)
+    local dir = node.settings.state_dir
+    local path = dir .. string.format(DELTA_FILE, n)
+    local ok, err = true, nil
+    if not (body_file and fsutil.move_private(body_file, path)) then
+        ok, err = fsutil.write_private(path, raw)
+    end
+    if ok then
+        ok, err = fsutil.write_private(dir .. META_FILE, cjson.encode(meta))
+    end
+    return ok, err
+end
+
+-- Check the delta against the running config and its target version, write it, persist
+-- it, then drop what is gone and move the epoch, like apply_now. 409 when it does not
+-- apply to what runs here (the sender then sends the full bundle), 400 when it is wrong.
+local function apply_delta_now(raw, meta, from_disk, body_file)
+    local pace = pacer()
+    local parts, err = bundle.split(raw, pace, check_delta_skeleton)
+    if not parts then
+        return nil, err
+    end
+    local d = parts.skeleton
+    local serr = check_delta_skeleton(d)
+    if serr then
+        return nil, serr
+    end
+    local previous = _M.meta()
+    local running_version = previous and previous.version
+    if d.base ~= running_version then
+        return nil, "delta base " .. d.base .. " is not the running version "
+            .. tostring(running_version or "(none)") .. ": send the full bundle", 409
+    end
+    local text, packed = dict:get("manifest"), dict:get("applied")
+    if not text or not packed then
+        return nil, "the running config was applied by a cdnctl without deltas: send the "
+            .. "full bundle", 409
+    end
+    local deltas = previous.deltas or 0
+    if not from_disk and deltas >= MAX_DELTAS then
+        return nil, MAX_DELTAS .. " deltas applied since the last full bundle: send the full "
+            .. "bundle", 409
+    end
+    local tenants, terr = delta_tenants(parts, pace)
+    if not tenants then
+        return nil, terr
+    end
+    local removed, tenant_edits = {}, {}
+    for id, t in pairs(tenants.changed) do
+        tenant_edits[id] = t.digest
+    end
+    for _, id in ipairs(d.removed) do
+        if tenants.changed[id] or removed[id] then
+            return nil, "removed: tenant " .. id .. " is listed twice or also in tenants"
+        end
+        removed[id] = dict:get("t:" .. id)
+        if not removed[id] then
+            return nil, "removed: tenant " .. id .. " is not running here"
+        end
+        tenant_edits[id] = false
+    end
+    local edits, ierr = delta_index(d, tenants, removed)
+    if not edits then
+        return nil, ierr
+    end
+    local target, merr = manifest.patch(text, { tenants = tenant_edits, hosts = edits.hosts,
+        wildcards = edits.wildcards })
+    if not target then
+        return nil, merr, 409
+    end
+    local got = "sha256:" .. sha256.hex(target)
+    if got ~= d.version then
+        return nil, "version: the running " .. d.base .. " with this delta gives " .. got
+            .. ", not the delta's target " .. d.version .. ": make the delta again from the "
+            .. "bundle the edge runs, or send the full bundle"
+    end
+    meta.version, meta.content = d.version, d.content
+    meta.tenants = previous.tenants + tenants.added - #d.removed
+    meta.deltas = deltas + 1
+    local j = journal()
+    local ok
+    for id in pairs(tenants.changed) do
+        ok, err = journal_set(j, "t:" .. id, tenants.texts[id], tenants.old[id])
+        if not ok then
+            return fail(j, err)
+        end
+    end
+    j.stale = {}
+    for kind, prefix in pairs(INDEX_PREFIXES) do
+        for host, id in pairs(edits[kind]) do
+            if id then
+                ok, err = journal_set(j, prefix .. host, id, dict:get(prefix .. host) or false)
+                if not ok then
+                    return fail(j, err)
+                end
+            else
+                j.stale[#j.stale + 1] = prefix .. host
+            end
+        end
+    end
+    local appended, n = { packed }, 1
+    for id, fingerprint in pairs(tenants.fingerprints) do
+        appended[n + 1], appended[n + 2], appended[n + 3] = fingerprint, id, " "
+        appended[n + 4], appended[n + 5] = tenants.changed[id].digest, "\n"
+        n = n + 5
+    end
+    local removed_ids = {}
+    for id in pairs(removed) do
+        removed_ids[#removed_ids + 1] = id
+        j.stale[#j.stale + 1] = "t:" .. id
+        appended[n + 1], appended[n + 2], appended[n + 3] = TOMBSTONE, id, " -\n"
+        n = n + 3
+    end
+    for key, value in pairs({ manifest = { target, text },
+        index = { manifest.index_text(target, d.version), dict:get("index") },
+        applied = { concat(appended), packed }, meta = { cjson.encode(meta), dict:get("meta") } })
+    do
+        ok, err = journal_set(j, key, value[1], value[2] or false)
+        if not ok then
+            return fail(j, err)
+        end
+    end
+    if not from_disk then
+        local pok, perr = persist_delta(raw, meta, body_file, meta.deltas)
+        if not pok then
+            journal_rollback(j)
+            state:incr("gen", 1, 0)
+            return nil, "persist failed: " .. tostring(perr), 500
+        end
+    end
+    for _, key in ipairs(j.stale) do
+        dict:delete(key)
+    end
+    state:incr("gen", 1, 0)
+    local purged, perr = purge.forget(removed_ids)
+    if not purged then
+        ngx.log(ngx.ERR, "cdnctl: cannot persist purge generations: ", perr)
+    end
+    local changed = 0
+    for _ in pairs(tenants.changed) do
+        changed = changed + 1
+    end
+    return {
+        version = meta.version,
+        previous = running_version,
+        tenants = meta.tenants,
+        changed = changed,
+        removed = #removed_ids,
+        delta = true,
     }
 end
 
@@ -476,12 +798,13 @@ local function collect_garbage(premature)
 end
 
 -- `body_file`: the file nginx wrote `raw` to, if any (it becomes the persisted bundle).
-function _M.apply(raw, commit, body_file)
+-- `delta`: raw is a delta (see apply_delta_now), not a full bundle.
+function _M.apply(raw, commit, body_file, delta)
     if commit ~= nil and (type(commit) ~= "string" or not find(commit, "^[%w._/-]+$")) then
         return nil, "X-Cdnctl-Commit: not a commit id"
     end
     ngx.update_time()
-    local result, err, status = locked(apply_now, raw,
+    local result, err, status = locked(delta and apply_delta_now or apply_now, raw,
         { commit = or_null(commit), applied_at = ngx.now() }, false, body_file)
     ngx.timer.at(0, collect_garbage)
     return result, err, status
@@ -520,10 +843,29 @@ function _M.load_persisted()
     if not result then
         return nil, "invalid persisted bundle: " .. tostring(err)
     end
+    local replayed = 0
+    for n = 1, not old_raw and tonumber(meta.deltas) or 0 do
+        local path = dir .. string.format(DELTA_FILE, n)
+        local delta = node.read_file(path)
+        local next_result
+        if delta then
+            next_result, err = locked(apply_delta_now, delta, {
+                commit = or_null(meta.commit),
+                applied_at = or_null(meta.applied_at),
+            }, true)
+        end
+        if not next_result then
+            ngx.log(ngx.ERR, "cdnctl: persisted delta ", path, " not replayed (",
+                tostring(err or "missing"), "): serving ", result.version)
+            break
+        end
+        result, replayed = next_result, n
+    end
     if result.version ~= meta.version and not old_raw then
         -- The meta file belongs to another bundle (a crash between the two renames).
+        -- (deltas: the next delta is persisted after the ones replayed)
         dict:set("meta", cjson.encode({ version = result.version, commit = null,
-            applied_at = null, tenants = result.tenants }))
+            applied_at = null, tenants = result.tenants, deltas = replayed }))
     end
     -- In the master, before the fork: every worker would inherit the garbage and a string
     -- table sized for it (see collect_garbage).

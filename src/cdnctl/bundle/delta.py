@@ -1,0 +1,182 @@
+"""Deltas: what turns the bundle an edge runs (the base) into a new one (the target).
+
+An edge running version A that is sent the delta A -> B applies only the difference and
+proves it reached exactly B (its manifest patched with the delta must hash to B; see
+roles/edge/files/lua/cdnctl/store.lua, apply_delta). A delta is the bundle's own format
+(format.py, one tenant per line) with other top-level members::
+
+    {
+      "base": "sha256:<A>", "version": "sha256:<B>",
+      "content": "sha256:<...>",      # SHA-256 of the full bundle B as it would be sent
+      "format": 1,
+      "hosts":     {"new.test": "t1", "gone.test": null},   # index entries that change
+      "wildcards": {...},
+      "removed": ["t9"],                                    # tenant ids B no longer has
+      "tenants": {"t1": {...}}                              # tenants added or changed
+    }
+
+Made from B's bundle and the manifests of A and B (no tenant is re-validated, and only the
+tenants that differ are decoded). With secrets resolved (`resolver`), every tenant that
+carries a secret is in the delta as well, changed or not: its digest names its secret, not
+the secret's value, so a rotated password changes nothing the manifests show. Tenants
+without secrets resolve to a pure function of their compiled text, which the digest pins.
+`content` is what the edge reports afterwards: what a full apply of B would have made it
+report, so the playbook's skip-if-same and `cdnctl apply` compare one value either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cdnctl.bundle.format import TENANTS_OPEN, bundle_json, canonical_json, sha256_tag
+
+Resolver = Callable[[dict[str, Any]], dict[str, Any]]  # a bundle -> the same, secrets resolved
+
+# A tenant without secrets resolves to its compiled text with this one member renamed
+# (bundle/secrets.py: no purge tokens -> no hashes); the key sorts in the same place.
+_NO_TOKENS = b'"purge_tokens_env":[]'
+_NO_TOKEN_HASHES = b'"purge_token_sha256":[]'
+_NO_AUTH = b'"basic_auth":null'
+
+
+class DeltaError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Delta:
+    body: bytes
+    base: str
+    version: str
+    content: str
+    changed: int
+    removed: int
+
+
+def split_lines(bundle: bytes) -> tuple[bytes, list[bytes], bytes]:
+    """(head up to `"tenants":{`, one `"<id>":{...}` per tenant, tail from `}`) of a bundle
+    in cdnctl's line layout (format.bundle_json)."""
+    at = bundle.find(TENANTS_OPEN + b"\n")
+    if at < 0:
+        raise DeltaError("not a bundle in cdnctl's line layout (compile it with cdnctl)")
+    start = at + len(TENANTS_OPEN)
+    end = bundle.rindex(b"\n}")
+    body = bundle[start + 1 : end]
+    lines = [line.removesuffix(b",") for line in body.split(b"\n")] if body else []
+    return bundle[:start], lines, bundle[end + 1 :]
+
+
+def _line_id(line: bytes) -> str:
+    return line[1 : line.index(b'":')].decode()
+
+
+def _carries_secrets(fragment: bytes) -> bool:
+    return _NO_AUTH not in fragment or (
+        b'"purge_tokens_env"' in fragment and _NO_TOKENS not in fragment
+    )
+
+
+def _joined(head: bytes, lines: Iterator[bytes], tail: bytes) -> Iterator[bytes]:
+    """The pieces of a bundle in the line layout (format.bundle_json), in order."""
+    yield head + b"\n"
+    first = True
+    for line in lines:
+        if not first:
+            yield b",\n"
+        first = False
+        yield line
+    if not first:
+        yield b"\n"
+    yield tail
+
+
+def parse_manifest(manifest: bytes, version: str) -> dict[str, Any]:
+    if sha256_tag(manifest) != version:
+        raise DeltaError(f"the manifest given for {version} is not that version's")
+    return json.loads(manifest)
+
+
+def make_delta(
+    bundle: bytes,
+    target_manifest: bytes,
+    base_manifest: bytes,
+    base: str,
+    *,
+    resolver: Resolver | None = None,
+) -> Delta:
+    """The delta from `base` (whose manifest is `base_manifest`) to `bundle` (compiled,
+    with its manifest). With `resolver`, the delta's tenants are resolved and `content` is
+    that of the resolved full bundle; without, the compiled one's."""
+    head, lines, tail = split_lines(bundle)
+    version = sha256_tag(target_manifest)
+    if f'"version":"{version}"'.encode() not in tail:
+        raise DeltaError(f"the target manifest ({version}) is not this bundle's")
+    before = parse_manifest(base_manifest, base)
+    after = json.loads(target_manifest)
+    old_digests, new_digests = before["tenants"], after["tenants"]
+    ids = [_line_id(line) for line in lines]
+    wanted = {tenant for tenant in ids if old_digests.get(tenant) != new_digests.get(tenant)}
+    texts: dict[str, bytes] = {}
+    if resolver is None:
+        texts = {
+            tenant: line[len(tenant) + 3 :]
+            for tenant, line in zip(ids, lines, strict=True)
+            if tenant in wanted
+        }
+        content = sha256_tag(bundle)
+    else:
+        secret = [
+            (tenant, line[len(tenant) + 3 :])
+            for tenant, line in zip(ids, lines, strict=True)
+            if _carries_secrets(line)
+        ]
+        wanted.update(tenant for tenant, _ in secret)
+        compiled = {tenant: json.loads(fragment) for tenant, fragment in secret}
+        compiled.update(
+            (tenant, json.loads(line[len(tenant) + 3 :]))
+            for tenant, line in zip(ids, lines, strict=True)
+            if tenant in wanted and tenant not in compiled
+        )
+        resolved = resolver({"tenants": compiled})["tenants"]
+        texts = {tenant: canonical_json(resolved[tenant]) for tenant in wanted}
+        by_secret = {tenant: texts[tenant] for tenant, _ in secret}
+
+        def resolved_lines() -> Iterator[bytes]:
+            for tenant, line in zip(ids, lines, strict=True):
+                text = by_secret.get(tenant)
+                if text is None:
+                    yield line.replace(_NO_TOKENS, _NO_TOKEN_HASHES, 1)
+                else:
+                    yield line[: len(tenant) + 3] + text
+
+        digest = hashlib.sha256()
+        for piece in _joined(head, resolved_lines(), tail):
+            digest.update(piece)
+        content = "sha256:" + digest.hexdigest()
+    removed = sorted(old_digests.keys() - new_digests.keys())
+    document: dict[str, Any] = {
+        "base": base,
+        "content": content,
+        "format": after["format"],
+        "removed": removed,
+        "tenants": {},
+        "version": version,
+    }
+    for kind in ("hosts", "wildcards"):
+        old, new = before[kind], after[kind]
+        changes: dict[str, str | None] = {h: t for h, t in new.items() if old.get(h) != t}
+        changes.update((h, None) for h in old.keys() - new.keys())
+        document[kind] = changes
+    body = _with_tenant_texts(document, texts)
+    return Delta(body, base, version, content, len(texts), len(removed))
+
+
+def _with_tenant_texts(document: dict[str, Any], texts: dict[str, bytes]) -> bytes:
+    """bundle_json of the document with these exact tenant texts (already canonical)."""
+    head, _, tail = split_lines(bundle_json(document))
+    lines = (canonical_json(tenant) + b":" + texts[tenant] for tenant in sorted(texts))
+    return b"".join(_joined(head, lines, tail))
