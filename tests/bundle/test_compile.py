@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -242,3 +243,65 @@ def test_blob_compaction_keeps_every_fragment(tmp_path, write_tenant, tenants_di
         blobs |= {p.name for p in cache.glob("compile-cache.blob.*")}
     assert len(blobs) > 1  # it did compact into a new blob at least once
     assert len(list(cache.glob("compile-cache.blob.*"))) == 1
+
+
+def test_git_change_detection_always_equals_a_cold_compile(
+    tmp_path, write_tenant, tenants_dir, monkeypatch
+):
+    """Through commits, renames, deletions, work-tree edits, untracked and misnamed files and
+    a checkout of an older commit, the compile that asks git what changed gives exactly
+    what a cold one gives, and stats only the files git names."""
+    cache = tmp_path / "cache"
+    repo = tenants_dir.parent
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(
+            ["git", "-c", "user.email=ci@cdnctl.test", "-c", "user.name=ci", *args],
+            cwd=repo, check=False, capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    def commit(message: str) -> None:
+        git("add", "-A")
+        git("commit", "-q", "--allow-empty", "-m", message)
+
+    git("init", "-q")
+    (repo / ".gitignore").write_text("/cache/\n")  # as .cdnctl-cache/ is in a checkout
+    stat_calls: list[str] = []
+    real_stat_key = compile_module._stat_key
+    monkeypatch.setattr(
+        compile_module, "_stat_key", lambda p: stat_calls.append(p) or real_stat_key(p)
+    )
+    steps = [
+        lambda: ([write_tenant(f"t{i}") for i in range(8)], commit("eight tenants")),
+        lambda: (write_tenant("t1", cache={"default_ttl": 5}), commit("settings")),
+        lambda: write_tenant("t2", domains=["cdn.t2.test", "*.img.t2.test"]),  # not committed
+        lambda: commit("t2 domains"),
+        lambda: (git("mv", "tenants/t3.yaml", "tenants/t9.yaml"),),  # id no longer matches
+        lambda: write_tenant("t9"),  # fixed, staged rename + edit
+        lambda: commit("rename t3 to t9"),
+        lambda: (git("rm", "-q", "tenants/t0.yaml"), commit("remove t0")),
+        lambda: (tenants_dir / "t4.yaml").unlink(),  # deleted in the work tree only
+        lambda: git("checkout", "--", "tenants/t4.yaml"),  # back
+        lambda: write_tenant("new"),  # untracked
+        lambda: (tenants_dir / "bad.yml").write_text("id: bad\n"),  # misnamed, untracked
+        lambda: commit("new and bad"),
+        lambda: (tenants_dir / "bad.yml").unlink(),
+        lambda: write_tenant("t5", cache={"default_ttl": 7}),
+        lambda: write_tenant("t5"),  # edited and back to HEAD's content
+        lambda: commit("drop bad.yml"),
+        lambda: git("checkout", "-q", "HEAD~3"),  # an older commit
+        lambda: git("checkout", "-q", "-"),
+    ]
+    compile_paths([tenants_dir], Policy(), cache_dir=cache)
+    for number, step in enumerate(steps):
+        step()
+        stat_calls.clear()
+        warm = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+        stated = len(stat_calls)
+        cold = compile_paths([tenants_dir], Policy(), cache_dir=None)
+        assert warm.bundle == cold.bundle, number
+        assert [p.render() for p in warm.problems] == [p.render() for p in cold.problems]
+        if number > 1:  # (the compile after a cold one checks what that one read, once)
+            assert stated <= 3, (number, stat_calls)  # only what git named (or was dirty)

@@ -1,8 +1,9 @@
 """Compile tenant files into the bundle (see bundle.py): validate, then assemble.
 
 Deterministic (same tenant files -> byte-identical bundle) and incremental: per-file results
-come from the compile cache when the file is unchanged, and cache misses are checked in
-parallel worker processes when there are many of them.
+come from the compile cache when the file is unchanged (in a git work tree, git says which
+files changed since the last compile; elsewhere every file is stat-ed), and cache misses
+are checked in parallel worker processes when there are many of them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdnctl.bundle.compile_cache import CompileCache, StatKey, code_fingerprint
+from cdnctl.bundle.compile_cache import CompileCache, GitRecord, StatKey, code_fingerprint
 from cdnctl.bundle.format import BUNDLE_FORMAT, sha256_tag
+from cdnctl.bundle.git_changes import GitView
 from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.tenants.policy import Policy
 from cdnctl.tenants.problems import Problem
@@ -75,11 +77,14 @@ def tenant_files(paths: Sequence[Path]) -> tuple[list[str], list[Problem]]:
     return files, problems
 
 
+MISNAMED = "tenant files must be named <id>.yaml"
+
+
 def _wrong_suffix(path: Path) -> Problem:
     return Problem(
         str(path),
         "",
-        "tenant files must be named <id>.yaml",
+        MISNAMED,
         f"rename it to {path.name.rsplit('.', 1)[0]}.yaml",
     )
 
@@ -99,13 +104,22 @@ def check_tenants(
     and when no tenant id or domain changed since a compile that had no fleet-wide
     problems, the fleet check and the host indexes of the bundle are reused as well.
     """
-    files, problems = tenant_files(paths)
     cache = CompileCache(cache_dir, f"{code_fingerprint()}-{policy.fingerprint()}")
-    results: dict[str, FileResult] = {}
-    unchanged: list[str] = []  # cache entries kept as they are
+    git = GitView.of(paths[0]) if cache_dir and len(paths) == 1 and paths[0].is_dir() else None
+    fits = _git_record_fits(cache, git)
+    seen = git.changed_since(cache.git.head if fits and cache.git else git.head) if git else None
+    listing = _git_listing(paths[0], cache, seen[0]) if seen and fits else None
+    if listing is None:
+        files, problems = tenant_files(paths)
+        suspects: Sequence[str] = files  # every file is stat-ed
+        known: list[str] = []
+    else:
+        files, problems, suspects, known = listing
+    results: dict[str, FileResult] = dict(zip(known, cache.results_of(known), strict=True))
+    unchanged: list[str] = list(known)  # cache entries kept as they are
     fresh: dict[str, tuple[StatKey, bytes, FileResult]] = {}  # new or updated entries
     misses: list[tuple[str, StatKey]] = []
-    stats = [(display, _stat_key(display)) for display in files]
+    stats = [(display, _stat_key(display)) for display in suspects]
     for (display, key), hit in zip(stats, cache.lookup_all(stats), strict=True):
         if hit is not None:
             results[display] = hit
@@ -152,9 +166,65 @@ def check_tenants(
         )
         if cache_dir is not None:
             ManifestStore(cache_dir).save(compiled.version, compiled.manifest)
-    if fresh or len(unchanged) != len(cache.index) or not reuse_fleet or indexes != cache.indexes:
-        cache.save(unchanged, fresh, fleet_clean=not fleet_problems, indexes=indexes)
+    record = None
+    if git is not None and seen is not None:
+        prefix = os.path.join(str(paths[0]), "")
+        record = GitRecord(
+            git.top,
+            str(paths[0]),
+            git.head,
+            tuple(sorted({prefix + name for name in seen[1]} | fresh.keys())),
+            tuple(files),
+            tuple(sorted(p.file for p in problems if p.reason == MISNAMED)),
+        )
+    if (
+        fresh
+        or len(unchanged) != len(cache.index)
+        or not reuse_fleet
+        or indexes != cache.indexes
+        or record != cache.git
+    ):
+        cache.save(unchanged, fresh, fleet_clean=not fleet_problems, indexes=indexes, git=record)
     return compiled
+
+
+def _git_record_fits(cache: CompileCache, git: GitView | None) -> bool:
+    record = cache.git
+    return bool(git and record and record.top == git.top and record.directory == str(git.directory))
+
+
+def _git_listing(
+    directory: Path, cache: CompileCache, changed: set[str]
+) -> tuple[list[str], list[Problem], list[str], list[str]] | None:
+    """(files, misnamed-file problems, files to stat, files git says are unchanged) from the
+    last compile's listing and what changed since (see git_changes.py)."""
+    record = cache.git
+    if record is None:
+        return None
+    prefix = os.path.join(str(directory), "")
+    files, misnamed = set(record.files), set(record.misnamed)
+    suspects: set[str] = set()
+    names = changed | {display[len(prefix) :] for display in record.dirty}
+    for name in names:
+        display = prefix + name
+        files.discard(display)
+        misnamed.discard(str(directory / name))
+        if name in IGNORED_FILES or name.startswith(".") or not os.path.lexists(display):
+            continue
+        if name.endswith(TENANT_SUFFIX):
+            files.add(display)
+            suspects.add(display)
+        elif name.lower().endswith((".yml", ".yaml")):
+            misnamed.add(str(directory / name))
+    known = [display for display in files if display not in suspects]
+    if any(display not in cache.index for display in known):
+        return None  # the listing and the index disagree: scan
+    return (
+        sorted(files),
+        [_wrong_suffix(Path(path)) for path in sorted(misnamed)],
+        sorted(suspects),
+        known,
+    )
 
 
 def _stat_key(path: str) -> StatKey:

@@ -1,6 +1,7 @@
 """The incremental compile cache: per file, the result of `check_file`, keyed by content.
 
-Like git's index, a file whose (size, mtime, inode) is unchanged is not even read again;
+Like git's index, a file whose (size, mtime, inode) is unchanged is not even read again
+(and in a git work tree, a file git says is unchanged is not even stat-ed: git_changes.py);
 a file whose stat changed is read and hashed, and its old result is reused when the
 content is the same. Entries are only valid for one policy and one build of cdnctl (the
 fingerprint), and a file modified within the cache's own timestamp granularity is always
@@ -23,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import cdnctl
 from cdnctl.tenants.problems import Problem
@@ -33,10 +35,23 @@ BLOB_PREFIX = "compile-cache.blob."
 LOCK_NAME = "compile-cache.lock"
 _RACY_WINDOW_NS = 2_000_000_000
 COMPACT_SLACK = 1 << 20  # garbage tolerated in the blob beyond as much as is live
-_FORMAT = 6
+_FORMAT = 7
 _new_tuple = tuple.__new__
 
 StatKey = tuple[int, int, int]  # size, mtime_ns, inode
+
+
+class GitRecord(NamedTuple):
+    """What the last compile of a directory in a git work tree knew: the work tree and the
+    directory (as named on the command line), the commit HEAD named, the files that were
+    dirty (or read) then, and the directory's listing (tenant files, wrongly named ones)."""
+
+    top: str
+    directory: str
+    head: str
+    dirty: tuple[str, ...]
+    files: tuple[str, ...]
+    misnamed: tuple[str, ...]
 
 
 # The modules whose code decides what `check_file` returns for a file. A change to any of
@@ -88,6 +103,7 @@ class CompileCache:
         self.written_at_ns = 0
         self.fleet_clean = False  # the last compile found no fleet-wide problem
         self.indexes: tuple[bytes, bytes] | None = None  # its (hosts, wildcards) JSON
+        self.git: GitRecord | None = None  # what git said at the last compile
         self._load()
 
     def _load(self) -> None:
@@ -95,9 +111,17 @@ class CompileCache:
             return
         try:
             head = marshal.loads((self.directory / INDEX_NAME).read_bytes())
-            fmt, fingerprint, written_at_ns, blob_name, blob_size, index, fleet_clean, indexes = (
-                head
-            )
+            (
+                fmt,
+                fingerprint,
+                written_at_ns,
+                blob_name,
+                blob_size,
+                index,
+                fleet_clean,
+                indexes,
+                git,
+            ) = head
             if fmt != _FORMAT or fingerprint != self.fingerprint or not isinstance(index, dict):
                 return
             blob = (self.directory / blob_name).read_bytes()
@@ -107,6 +131,7 @@ class CompileCache:
             return
         self.index, self.written_at_ns, self.blob_name = index, written_at_ns, blob_name
         self.fleet_clean, self.indexes = bool(fleet_clean), indexes
+        self.git = GitRecord(*git) if git else None
         self.blob = memoryview(blob)
 
     def lookup_all(self, stats: list[tuple[str, StatKey]]) -> list[FileResult | None]:
@@ -132,6 +157,11 @@ class CompileCache:
             )
         return found
 
+    def results_of(self, displays: Iterable[str]) -> list[FileResult]:
+        """The cached results of files known to be unchanged (git said so), unchecked."""
+        blob, index = self.blob, self.index
+        return [_to_result(blob, display, index[display]) for display in displays]
+
     def by_content(self, display: str, content_sha256: bytes) -> FileResult | None:
         entry = self.index.get(display)
         if entry is None or entry[1] != content_sha256:
@@ -154,6 +184,7 @@ class CompileCache:
         *,
         fleet_clean: bool,
         indexes: tuple[bytes, bytes] | None,
+        git: GitRecord | None = None,
     ) -> None:
         """Write the index of `unchanged` files (entries kept as they are) plus `fresh`
         (display -> stat, content sha256, result) ones; a file in neither is dropped."""
@@ -205,6 +236,7 @@ class CompileCache:
                 index,
                 fleet_clean,
                 indexes,
+                tuple(git) if git else None,
             )
             _write_atomically(self.directory / INDEX_NAME, marshal.dumps(head))
             for stale in self.directory.glob(f"{BLOB_PREFIX}*"):
