@@ -85,6 +85,7 @@ class NodeSettings(BaseModel):
     metrics_dict_size: str = "16m"
     purge_dict_size: str = "32m"
     ratelimit_dict_size: str = "16m"
+    revalidate_dict_size: str = "32m"  # about 250 bytes per stored response
     admin_max_body: str = "512m"
     error_log_level: str = "warn"
     # Public access log: None writes each line as the request ends (one write(2) per

@@ -8,6 +8,7 @@ local node = require "cdnctl.node"
 local policy = require "cdnctl.policy"
 local purge = require "cdnctl.purge"
 local cache_control = require "cdnctl.cache_control"
+local revalidate = require "cdnctl.revalidate"
 
 local ngx = ngx
 local var = ngx.var
@@ -271,7 +272,7 @@ function _M.header_filter()
     local age = initial_age(header["Age"], date, now)
     local etag = header["ETag"]
     local last_modified = header["Last-Modified"]
-    local ttl, swr, sie, revalidate = _M.decide(tenant, rule, {
+    local ttl, swr, sie, revalidate_each_use = _M.decide(tenant, rule, {
         headers = header,
         status = status,
         validator = etag ~= nil or last_modified ~= nil,
@@ -292,6 +293,17 @@ function _M.header_filter()
         end
         header["Surrogate-Control"] = nil
     end
+    -- What a 304 would update is compared with what is stored (cdnctl.revalidate).
+    local stored_key = (var.http_x_cdnctl_key or "") .. "|" .. (var.http_range or "")
+    if status == 304 then
+        if var.http_x_cdnctl_revalidating and revalidate.changes(stored_key, revalidate.hashes()) then
+            ngx.status = revalidate.REFETCH
+            header["Content-Length"] = 0
+            return
+        end
+    elseif ttl > 0 or revalidate_each_use then
+        revalidate.remember(stored_key, revalidate.hashes())
+    end
     header["X-Cdnctl-Origin-CC"] = cache_control
     header["X-Cdnctl-Origin-Expires"] = first(expires)
     header["Expires"] = nil
@@ -308,7 +320,7 @@ function _M.header_filter()
         end
         header["Cache-Control"] = cc
         header["X-Cdnctl-Stored"] = now - age
-    elseif revalidate then
+    elseif revalidate_each_use then
         -- Stored already expired (an absolute X-Accel-Expires in the past; nginx 1.22
         -- reads max-age=0 as "do not store"), so every use is an EXPIRED revalidation.
         header["Cache-Control"] = nil

@@ -128,6 +128,11 @@ function _M.route()
     if var.http_x_cdnctl_conn then
         drop_connection_listed()
     end
+    -- The edge revalidates an expired response: through one more hop (cdnctl.revalidate).
+    if var.http_x_cdnctl_cache == "EXPIRED" and not var.http_x_cdnctl_revalidating
+        and (var.http_if_none_match or var.http_if_modified_since) then
+        return exec("@revalidate")
+    end
     local tenant = store.tenant_by_id(var.http_x_cdnctl_tenant)
     if not tenant then
         return ngx.exit(404)
@@ -146,6 +151,13 @@ function _M.route()
         end
     end
     return to_origin(tenant)
+end
+
+-- @refetch: the 304 of a revalidation changed the stored response; fetch it whole.
+function _M.refetch()
+    clear_header("If-None-Match")
+    clear_header("If-Modified-Since")
+    return _M.route()
 end
 
 -- @fallback: no shield answered; go to the origin directly.
