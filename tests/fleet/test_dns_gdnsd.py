@@ -177,7 +177,7 @@ def test_a_stopped_edge_hands_its_clients_to_the_next_region(lab: Lab) -> None:
 
 def test_region_drain_and_undrain_on_every_dns_host(lab: Lab) -> None:
     start = time.monotonic()
-    result = drain.set_drain(lab.hosts, lab.fleet, "eu", drain=True)
+    result = drain.set_drain(lab.hosts, "eu", drain=True)
     landed = time.monotonic()
     assert result.ok, result.hosts
     assert result.after.regions == {"eu"}
@@ -188,11 +188,11 @@ def test_region_drain_and_undrain_on_every_dns_host(lab: Lab) -> None:
             f"the command started ({time.monotonic() - landed:.2f} s after admin_state landed)"
         )
         with pytest.raises(drain.DrainRefused, match="no edge of the fleet"):
-            drain.set_drain(lab.hosts, lab.fleet, "us", drain=True)
+            drain.set_drain(lab.hosts, "us", drain=True)
         assert lab.answers("us") == [[REGIONS["us"][0]]] * 2
     finally:
         started = time.monotonic()
-        undone = drain.set_drain(lab.hosts, lab.fleet, "eu", drain=False)
+        undone = drain.set_drain(lab.hosts, "eu", drain=False)
     assert undone.ok and undone.after == drain.Drains()
     wait_for(lambda: lab.all_answer("eu", REGIONS["eu"][0]), BOUND)
     print(f"undrain eu: effective {time.monotonic() - started:.2f} s after the command started")
@@ -200,9 +200,9 @@ def test_region_drain_and_undrain_on_every_dns_host(lab: Lab) -> None:
 
 def test_draining_a_regions_last_edge_needs_force(lab: Lab) -> None:
     with pytest.raises(drain.DrainRefused, match="region eu would have no edge"):
-        drain.set_drain(lab.hosts, lab.fleet, "eu-edge-1", drain=True)
+        drain.set_drain(lab.hosts, "eu-edge-1", drain=True)
     assert drain.current_state(lab.hosts).drains == drain.Drains()
-    forced = drain.set_drain(lab.hosts, lab.fleet, "eu-edge-1", drain=True, force=True)
+    forced = drain.set_drain(lab.hosts, "eu-edge-1", drain=True, force=True)
     try:
         assert forced.after.edges == {"eu-edge-1"}
         seconds = wait_for(lambda: lab.all_answer("eu", REGIONS["us"][0]), BOUND)
@@ -212,7 +212,7 @@ def test_draining_a_regions_last_edge_needs_force(lab: Lab) -> None:
             assert host_states[f"{REGIONS['eu'][0]}/edge_health"]["state"].startswith("DOWN")
             assert host_states[f"{REGIONS['eu'][0]}/edge_health"]["real_state"].startswith("UP")
     finally:
-        drain.set_drain(lab.hosts, lab.fleet, "eu-edge-1", drain=False)
+        drain.set_drain(lab.hosts, "eu-edge-1", drain=False)
     wait_for(lambda: lab.all_answer("eu", REGIONS["eu"][0]), BOUND)
 
 
@@ -241,10 +241,13 @@ def test_acme_dns_01_payloads_are_served_by_every_dns_host(lab: Lab) -> None:
 def test_the_sre_commands(lab: Lab) -> None:
     runner = CliRunner()
     inventory = ["--inventory", str(lab.inventory)]
+    unknown = runner.invoke(app, ["drain", "mars", *inventory])
+    assert unknown.exit_code == 2 and "neither an edge nor a region" in unknown.output
     drained = runner.invoke(app, ["drain", "us", *inventory])
     try:
         assert drained.exit_code == 0, drained.output
         assert "drained regions: us" in drained.output
+        assert drained.output.count("in force after") == 2, drained.output
         refused = runner.invoke(app, ["drain", "eu-edge-1", *inventory])
         assert refused.exit_code == 1
         assert "refusing to drain edge eu-edge-1" in refused.output
@@ -258,3 +261,37 @@ def test_the_sre_commands(lab: Lab) -> None:
         undrained = runner.invoke(app, ["undrain", "us", *inventory])
     assert undrained.exit_code == 0, undrained.output
     wait_for(lambda: lab.all_answer("us", REGIONS["us"][0]), BOUND)
+
+
+def test_a_refusal_on_one_host_is_undone_where_another_accepted(lab: Lab) -> None:
+    """eu-dns-1 missed nothing, us-dns-1 has region us drained (diverged): draining region
+    eu leaves no edge on us-dns-1's view, so it is refused everywhere."""
+    diverged = lab.servers[1].state_dir / "admin_state"
+    diverged.write_text("geoip/edge/us => DOWN # cdnctl drain region us\n")
+    try:
+        with pytest.raises(drain.DrainRefused, match="no edge of the fleet would be left"):
+            drain.set_drain(lab.hosts, "eu", drain=True)
+        assert not (lab.servers[0].state_dir / "admin_state").read_text().strip()
+        assert "region us" in diverged.read_text()
+    finally:
+        diverged.write_text("")
+    wait_for(lambda: lab.all_answer("us", REGIONS["us"][0]), BOUND)
+
+
+def test_diverged_hosts_converge_on_the_union(lab: Lab) -> None:
+    first, second = (s.state_dir / "admin_state" for s in lab.servers)
+    first.write_text("geoip/edge/us => DOWN # cdnctl drain region us\n")
+    try:
+        result = drain.set_drain(lab.hosts, "eu-edge-1", drain=True, force=True)
+        assert result.ok and result.after == drain.Drains(
+            frozenset({"eu-edge-1"}), frozenset({"us"})
+        )
+        assert first.read_text() == second.read_text()
+        assert all(host.in_force for host in result.hosts), result.hosts
+    finally:
+        undone = drain.set_drain(lab.hosts, "us", drain=False)
+        drain.set_drain(lab.hosts, "eu-edge-1", drain=False)
+    assert undone.after == drain.Drains(frozenset({"eu-edge-1"}))
+    assert first.read_text() == second.read_text() == ""
+    for region, (address, _) in REGIONS.items():
+        wait_for(lambda r=region, a=address: lab.all_answer(r, a), BOUND)

@@ -35,31 +35,31 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _fleet(inventory: Path) -> dns.Fleet:
-    try:
-        return dns.fleet_from_inventory(inventory_json(inventory))
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-
-
 def _set_drain(target: str, inventory: Path, *, drain_it: bool, force: bool) -> None:
-    fleet = _fleet(inventory)
     try:
-        result = drain.set_drain(
-            dns.DnsHosts(inventory), fleet, target, drain=drain_it, force=force
-        )
+        result = drain.set_drain(dns.DnsHosts(inventory), target, drain=drain_it, force=force)
     except drain.DrainRefused as exc:
         raise _fail(str(exc), EXIT_INVALID) from None
     except dns.DnsError as exc:
         raise _fail(str(exc)) from None
     for host in result.hosts:
-        status = "[green]ok[/]" if host.ok else f"[red]failed[/]: {host.error}"
-        out.print(f"{host.host}: admin_state {status}", highlight=False)
+        out.print(f"{host.host}: {_host_status(host)}", highlight=False)
     regions = ", ".join(sorted(result.after.regions)) or "none"
     edges = ", ".join(sorted(result.after.edges)) or "none"
     out.print(f"drained regions: {regions}; drained edges: {edges}", highlight=False)
     if not result.ok:
         raise _fail("admin_state was not written on every DNS host: run again", EXIT_INVALID)
+
+
+def _host_status(host: drain.HostEdit) -> str:
+    if not host.ok:
+        return f"[red]failed[/]: {host.error}"
+    written = "admin_state [green]ok[/]" + ("" if host.changed else " (unchanged)")
+    if host.in_force is None:
+        return f"{written}, [yellow]gdnsd not answering[/]: it applies the file when it starts"
+    if not host.in_force:
+        return f"{written}, [yellow]not in force after {host.waited:.1f} s[/] (cdnctl dns status)"
+    return f"{written}, in force after {host.waited:.2f} s"
 
 
 def drain_command(
@@ -69,7 +69,8 @@ def drain_command(
         bool, typer.Option("--force", help="Even if a region or the fleet is left with no edge.")
     ] = False,
 ) -> None:
-    """Take an edge or a whole region out of DNS on every DNS host (effective in ~2 s)."""
+    """Take an edge or a whole region out of DNS on every DNS host; returns once each host's
+    gdnsd serves it (about 1 s after the file changed)."""
     _set_drain(target, inventory, drain_it=True, force=force)
 
 

@@ -2,12 +2,15 @@
 
 A drained edge is forced DOWN (`<address>/edge_health => DOWN`): its region's other edges
 keep answering. A drained region is forced DOWN at the datacenter level (`geoip/edge/<region>
-=> DOWN`): its clients get the next region of their failover list. gdnsd watches the file
-and applies it in about two seconds.
+=> DOWN`): its clients get the next region of their failover list.
 
-cdnctl owns the lines it writes (tagged `# cdnctl drain ...`); any other line an SRE put in
-the file is kept, in front. The drains in force are the union of what the DNS hosts' files
-say, and every host gets the same file back, so hosts that diverged converge.
+One round trip: every DNS host runs `admin_state.py` (sent with the command, standard library
+only; the inventory's edges rendered into the command by Ansible) in parallel, which reads its
+file, checks the safety rules, rewrites it atomically and waits until its gdnsd answers from
+the change (about two seconds after the file changed: gdnsd's own timers). The
+controller then looks at the union of what the hosts reported: a refusal anywhere (or by the
+union's view) is undone where it was written; hosts whose drains diverged (one missed an
+earlier drain) get the union written in a second round, so they converge.
 
 Safety: a drain that leaves a region that is not itself drained without an edge, or the
 whole fleet without one, is refused unless forced (drain the region instead: its clients
@@ -16,11 +19,37 @@ then fail over on purpose).
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
+import shlex
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from cdnctl.fleet.dns import RESOURCE, SERVICE_TYPE, DnsError, DnsHosts, Fleet, HostResult
+from cdnctl.fleet import admin_state
+from cdnctl.fleet.admin_state import AdminState, Drains, change
+from cdnctl.fleet.dns import ADMIN_STATE, RESOURCE, SERVICE_TYPE, DnsError, DnsHosts, HostResult
 
-MARK = "# cdnctl drain"
+__all__ = ["AdminState", "Drains", "change"]
+
+WAIT_SECONDS = 10.0  # how long each host waits for its gdnsd to serve the change
+CONFIG_DIR = '{{ geodns_config_dir | default("/etc/gdnsd") }}'
+# The inventory's edges, `name=region=address,` each (admin_state.parse_topology), rendered
+# by Ansible on the controller for each DNS host's command. Double quotes only: the command
+# runs in a single-quoted `sh -c`.
+TOPOLOGY = (
+    '{% for e in groups["edge"] | default([]) %}{{ e }}={{ hostvars[e]["cdn_region"] }}='
+    '{{ hostvars[e]["cdn_public_address"] }},{% endfor %}'
+)
+# The host runs admin_state.py's source from argv[1] (zlib + base64: commands stay short and
+# need no quoting), then main() on the request in argv[2] and the rest.
+BOOTSTRAP = "import base64,sys,zlib;exec(zlib.decompress(base64.b64decode(sys.argv[1])))"
+CALL = (
+    "raise SystemExit(main([zlib.decompress(base64.b64decode(sys.argv[2])).decode(), "
+    "*sys.argv[3:]]))"
+)
 
 
 class DrainRefused(DnsError):
@@ -28,124 +57,135 @@ class DrainRefused(DnsError):
 
 
 @dataclass(frozen=True)
-class Drains:
-    edges: frozenset[str] = frozenset()
-    regions: frozenset[str] = frozenset()
+class HostEdit:
+    """What one DNS host did with an edit request."""
 
-    def serving(self, fleet: Fleet) -> dict[str, list[str]]:
-        """Region -> its edges still in DNS (drained regions are absent)."""
-        return {
-            region: [e.name for e in fleet.edges_of(region) if e.name not in self.edges]
-            for region in sorted({e.region for e in fleet.edges})
-            if region not in self.regions
-        }
-
-
-@dataclass(frozen=True)
-class AdminState:
-    drains: Drains
-    other_lines: tuple[str, ...] = ()  # lines cdnctl did not write: kept as they are
+    host: str
+    ok: bool
+    error: str = ""
+    before: Drains = field(default_factory=Drains)
+    after: Drains = field(default_factory=Drains)
+    refused: tuple[str, ...] = ()
+    changed: bool = False
+    in_force: bool | None = None  # None: gdnsd did not answer (it reads the file at start)
+    waited: float = 0.0
+    key: str = ""  # the drain key the host resolved the target to
+    regions: dict[str, list[str]] = field(default_factory=dict)  # the safety rules' view
+    invalid: bool = False  # the request itself was refused (error says why)
 
 
 @dataclass
 class DrainResult:
     before: Drains
     after: Drains
-    hosts: list[HostResult] = field(default_factory=list)
+    hosts: list[HostEdit] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return all(result.ok for result in self.hosts)
 
 
-def parse_admin_state(text: str) -> AdminState:
-    edges, regions, other = set(), set(), []
-    for line in text.splitlines():
-        if MARK in line:
-            kind, _, name = line.split(MARK, 1)[1].strip().partition(" ")
-            (edges if kind == "edge" else regions).add(name.strip())
-        elif line.strip():
-            other.append(line)
-    return AdminState(Drains(frozenset(edges), frozenset(regions)), tuple(other))
+@functools.cache
+def _program() -> str:
+    source = Path(admin_state.__file__).read_text(encoding="utf-8") + "\n" + CALL + "\n"
+    return base64.b64encode(zlib.compress(source.encode(), 9)).decode()
 
 
-def render_admin_state(state: AdminState, fleet: Fleet) -> str:
-    lines = list(state.other_lines)
-    for region in sorted(state.drains.regions):
-        lines.append(f"geoip/{RESOURCE}/{region} => DOWN {MARK} region {region}")
-    for name in sorted(state.drains.edges):
-        edge = fleet.edge(name)
-        if edge is not None:  # an edge gone from the inventory has nothing left to drain
-            lines.append(f"{edge.address}/{SERVICE_TYPE} => DOWN {MARK} edge {name}")
-    return "".join(f"{line}\n" for line in lines)
-
-
-def problems(fleet: Fleet, drains: Drains) -> list[str]:
-    """Why `drains` would leave part of the fleet without an edge."""
-    serving = drains.serving(fleet)
-    found = [
-        f"region {region} would have no edge in DNS: drain the region itself (cdnctl drain "
-        f"{region}) so that its clients fail over on purpose"
-        for region, edges in serving.items()
-        if not edges
-    ]
-    if not any(serving.values()):
-        found.append("no edge of the fleet would be left in DNS")
-    return found
-
-
-def resolve_target(fleet: Fleet, target: str) -> tuple[str, str]:
-    """("edge" | "region", name) for an edge name or a region name of the inventory."""
-    if fleet.edge(target) is not None:
-        return "edge", target
-    regions = sorted({e.region for e in fleet.edges})
-    if target in regions:
-        return "region", target
-    raise DnsError(
-        f"{target!r} is neither an edge nor a region of the inventory: edges "
-        f"{[e.name for e in fleet.edges]}, regions {regions}"
+def host_command(request: dict) -> str:
+    """The shell command that applies `request` to a DNS host's admin_state (Ansible fills in
+    the inventory's edges and the host's geodns_state_dir and geodns_config_dir). About 40
+    bytes an edge: far below the 128 KiB one command may have up to a few thousand edges."""
+    payload = base64.b64encode(zlib.compress(json.dumps(request).encode(), 9)).decode()
+    return (
+        f"python3 -c {shlex.quote(BOOTSTRAP)} {_program()} {payload} "
+        f"'{TOPOLOGY}' {ADMIN_STATE} {CONFIG_DIR}"
     )
 
 
-def change(drains: Drains, kind: str, name: str, drain: bool) -> Drains:
-    edges, regions = set(drains.edges), set(drains.regions)
-    chosen = edges if kind == "edge" else regions
-    if drain:
-        chosen.add(name)
-    else:
-        chosen.discard(name)
-    return Drains(frozenset(edges), frozenset(regions))
+def edit_hosts(hosts: DnsHosts, request: dict) -> list[HostEdit]:
+    """Apply `request` on `hosts` in parallel; a request a host finds invalid (an unknown
+    target: the same on every host) is an error."""
+    full = {"resource": RESOURCE, "service_type": SERVICE_TYPE, "wait": WAIT_SECONDS, **request}
+    edits = [_host_edit(result) for result in hosts.run(host_command(full))]
+    invalid = next((e.error for e in edits if e.invalid), None)
+    if invalid:
+        raise DnsError(invalid)
+    return edits
+
+
+def _host_edit(result: HostResult) -> HostEdit:
+    if not result.ok:
+        return HostEdit(result.host, False, result.error)
+    try:
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return HostEdit(result.host, False, f"unexpected output: {result.stdout.strip()[:300]}")
+    if "error" in report:
+        return HostEdit(result.host, False, report["error"], invalid=True)
+    return HostEdit(
+        result.host,
+        True,
+        key=report["key"] or "",
+        regions=report["regions"],
+        before=Drains.from_keys(_keys(report["before"])),
+        after=Drains.from_keys(_keys(report["after"])),
+        refused=tuple(report["refused"]),
+        changed=report["changed"],
+        in_force=report["in_force"],
+        waited=report["waited"],
+    )
+
+
+def _keys(drains: dict[str, list[str]]) -> Iterable[str]:
+    yield from (f"edge {name}" for name in drains["edges"])
+    yield from (f"region {name}" for name in drains["regions"])
+
+
+def _union(edits: Iterable[HostEdit], attribute: str) -> Drains:
+    states = [getattr(edit, attribute) for edit in edits if edit.ok]
+    return Drains(
+        frozenset().union(*(s.edges for s in states)),
+        frozenset().union(*(s.regions for s in states)),
+    )
 
 
 def current_state(hosts: DnsHosts) -> AdminState:
     """The union of the drains on every DNS host (a host that cannot be read fails)."""
-    results = hosts.read_admin_state()
-    failed = [r for r in results if not r.ok]
-    if failed or not results:
-        details = "; ".join(f"{r.host}: {r.error}" for r in failed) or "no host in group dns"
+    edits = edit_hosts(hosts, {"write": False})
+    failed = [e for e in edits if not e.ok]
+    if failed or not edits:
+        details = "; ".join(f"{e.host}: {e.error}" for e in failed) or "no host in group dns"
         raise DnsError(f"cannot read admin_state on every DNS host: {details}")
-    states = [parse_admin_state(r.stdout) for r in results]
-    return AdminState(
-        Drains(
-            frozenset().union(*(s.drains.edges for s in states)),
-            frozenset().union(*(s.drains.regions for s in states)),
-        ),
-        states[0].other_lines,
-    )
+    return AdminState(_union(edits, "before"))
 
 
-def set_drain(
-    hosts: DnsHosts, fleet: Fleet, target: str, *, drain: bool, force: bool = False
-) -> DrainResult:
-    """Drain (or undrain) an edge or a region on every DNS host."""
-    kind, name = resolve_target(fleet, target)
-    state = current_state(hosts)
-    after = change(state.drains, kind, name, drain)
-    if drain and not force:
-        new = [p for p in problems(fleet, after) if p not in problems(fleet, state.drains)]
-        if new:
-            raise DrainRefused(
-                f"refusing to drain {kind} {name}: " + "; ".join(new) + " (--force overrides)"
-            )
-    text = render_admin_state(AdminState(after, state.other_lines), fleet)
-    return DrainResult(state.drains, after, hosts.write_admin_state(text))
+def set_drain(hosts: DnsHosts, target: str, *, drain: bool, force: bool = False) -> DrainResult:
+    """Drain (or undrain) an edge or a region on every DNS host, in one round trip."""
+    check = drain and not force
+    edits = edit_hosts(hosts, {"target": target, "drain": drain, "check": check})
+    answered = [e for e in edits if e.ok]
+    if not answered:
+        details = "; ".join(f"{e.host}: {e.error}" for e in edits) or "no host in group dns"
+        raise DnsError(f"admin_state was not edited on any DNS host: {details}")
+    key, regions = answered[0].key, answered[0].regions
+    kind, name = key.split(" ", 1)
+    before = _union(edits, "before")
+    after = change(before, kind, name, drain)
+    refused = sorted({p for e in edits for p in e.refused})
+    if check:
+        refused += [p for p in admin_state.new_problems(regions, before, after) if p not in refused]
+    if refused:
+        written = [e.host for e in answered if e.changed]
+        if written:  # hosts with another view accepted it: undo there
+            edit_hosts(hosts.only(written), {"remove": [key], "wait": 0})
+        raise DrainRefused(
+            f"refusing to drain {kind} {name}: " + "; ".join(refused) + " (--force overrides)"
+        )
+    if any(e.after != after for e in answered):  # diverged hosts converge on the union
+        stale = sorted(set(before.ordered_keys()) - set(after.ordered_keys()))
+        converged = edit_hosts(
+            hosts.only(e.host for e in answered),
+            {"add": after.ordered_keys(), "remove": stale},
+        )
+        edits = converged + [e for e in edits if not e.ok]
+    return DrainResult(before, after, sorted(edits, key=lambda e: e.host))
