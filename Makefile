@@ -49,10 +49,15 @@ unit: setup  ## pytest only
 image: deb-packages  ## Build the Molecule base image (only if missing)
 	CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf molecule/image/build.sh
 
+# Scenarios run one after the other (edge, then dns_tls): 2 cores, several containers each.
+MOLECULE_SCENARIOS := edge dns_tls
+
 # podman as it works here: runc + cgroupfs, no raised ulimits (molecule/containers.conf).
 molecule: setup image  ## Molecule scenarios on podman (systemd containers)
-	CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf PATH="$(CURDIR)/$(BIN):$$PATH" \
-	  $(BIN)/molecule -c molecule/base.yml test -s edge
+	for scenario in $(MOLECULE_SCENARIOS); do \
+	  CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf PATH="$(CURDIR)/$(BIN):$$PATH" \
+	    $(BIN)/molecule -c molecule/base.yml test -s $$scenario || exit 1; \
+	done
 
 test: setup lint molecule unit  ## Lint, Molecule, then every pytest test (what CI runs)
 
