@@ -11,14 +11,16 @@ Measured on loopback with wrk, interleaved rounds (plain, edge, plain, edge, ...
   plain_featured with three empty ngx_lua handlers (rewrite, header filter, log), the cost
   of entering the phases the edge's Lua runs in before any of it runs;
 - time to apply a 100k-tenant bundle to a running edge (from 3 tenants: every tenant is new),
-  then a 100k-tenant bundle in which one tenant changed, each with a concurrent client
-  counting failed requests, and whether nginx master/worker PIDs stayed the same (0 reloads);
+  then a 100k-tenant bundle in which one tenant changed, then the delta of one more changed
+  tenant (POST /config/delta: bytes sent, time), each with a concurrent client counting
+  failed requests, and whether nginx master/worker PIDs stayed the same (0 reloads);
 - purge-all latency (admin API round trip).
-Runs in well under 5 minutes on 2 cores.
+Runs in well under 5 minutes on 2 cores; `--apply-only` measures the applies alone.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -32,7 +34,8 @@ from typing import Any
 
 import httpx
 
-from cdnctl.bundle.format import bundle_json
+from cdnctl.bundle.delta import make_delta
+from cdnctl.bundle.format import bundle_json, manifest_bytes
 from cdnctl.bundle.synthetic import make_bundle, tenant
 from cdnctl.edge.admin_client import AdminClient, Edge
 from cdnctl.edge.nginx_conf import MODULES_DIR, NodeSettings
@@ -210,11 +213,13 @@ def edge_settings(prefix: Path) -> NodeSettings:
     )
 
 
-def tenants_bundle(count: int, origin: str, changed: int | None = None) -> dict[str, Any]:
-    """`count` tenants; tenant number `changed`, if any, with another TTL."""
+def tenants_bundle(
+    count: int, origin: str, changed: int | None = None, ttl: int = 60
+) -> dict[str, Any]:
+    """`count` tenants; tenant number `changed`, if any, with TTL `ttl`."""
     return make_bundle(
         *(
-            tenant(f"t{i}", [f"t{i}.bench.test"], origin, default_ttl=60 if i == changed else 3600)
+            tenant(f"t{i}", [f"t{i}.bench.test"], origin, default_ttl=ttl if i == changed else 3600)
             for i in range(count)
         )
     )
@@ -252,9 +257,10 @@ def _latency_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def apply_under_load(edge: EdgeNode, body: bytes) -> dict[str, Any]:
-    """POST the bundle while wrk (another process: no GIL shared with the sender) keeps
-    requesting a cached object; wrk counts every failed request (errors, non-2xx)."""
+def apply_under_load(edge: EdgeNode, body: bytes, delta: bool = False) -> dict[str, Any]:
+    """POST the bundle (or delta) while wrk (another process: no GIL shared with the
+    sender) keeps requesting a cached object; wrk counts every failed request (errors,
+    non-2xx)."""
     master, workers = edge.master_pid, edge.worker_pids()
     load = subprocess.Popen(
         ["wrk", "-t1", "-c2", "-d120s", "-H", f"Host: {HOST}", f"{edge.base_url}{PATH}"],
@@ -263,7 +269,8 @@ def apply_under_load(edge: EdgeNode, body: bytes) -> dict[str, Any]:
     time.sleep(0.3)
     started = time.monotonic()
     with AdminClient(Edge(name="bench", url=edge.admin_url), TOKEN, timeout=300) as client:
-        answer = client.push_bundle(body)  # what `cdnctl apply` sends
+        # what `cdnctl apply` sends
+        answer = client.push_delta(body) if delta else client.push_bundle(body)
     elapsed = time.monotonic() - started
     time.sleep(0.3)
     load.send_signal(signal.SIGINT)  # wrk stops and prints its summary
@@ -279,6 +286,7 @@ def apply_under_load(edge: EdgeNode, body: bytes) -> dict[str, Any]:
     return {
         "apply_seconds": round(elapsed, 3),
         "bundle_mib": round(len(body) / 2**20, 1),
+        "bytes_sent": len(body),
         "tenants": answer["tenants"],
         "changed_tenants": answer["changed"],
         "requests_during_apply": requests,
@@ -304,6 +312,9 @@ def purge_all_latency(edge: EdgeNode) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apply-only", action="store_true", help="Skip the HIT series.")
+    args = parser.parse_args()
     started = time.monotonic()
     result: dict[str, Any] = {
         "object_bytes": 1024,
@@ -338,8 +349,24 @@ def main() -> None:
             result["bundle_build_seconds"] = round(time.monotonic() - build_started, 2)
             result["apply_100k"] = apply_under_load(big_edge, big)
             # The common case: a commit changes one tenant of a 100k-tenant fleet.
-            one_changed = bundle_json(tenants_bundle(100_000, origin.address, changed=4242))
+            base = tenants_bundle(100_000, origin.address, changed=4242)
+            one_changed = bundle_json(base)
             result["apply_100k_one_changed"] = apply_under_load(big_edge, one_changed)
+            # The same commit as a delta against what the edge runs now.
+            target = tenants_bundle(100_000, origin.address, changed=4242, ttl=120)
+            target_bytes, manifests = (
+                bundle_json(target),
+                (manifest_bytes(target), manifest_bytes(base)),
+            )
+            delta_started = time.monotonic()
+            delta = make_delta(target_bytes, *manifests, base["version"])
+            result["make_delta_100k_seconds"] = round(time.monotonic() - delta_started, 3)
+            result["apply_100k_delta_one_changed"] = apply_under_load(
+                big_edge, delta.body, delta=True
+            )
+            if args.apply_only:
+                result["purge_all_ms_median"] = purge_all_latency(big_edge)
+                return finish(result, started)
             # One interleaved series for all four, so the 100k/3-tenant ratio is paired too.
             result["hit"] = interleaved(
                 {"plain": plain, "plain_featured": featured, "lua_floor": floor,
@@ -368,6 +395,10 @@ def main() -> None:
             plain.stop()
             featured.stop()
             floor.stop()
+    finish(result, started)
+
+
+def finish(result: dict[str, Any], started: float) -> None:
     result["total_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, indent=2, sort_keys=True))
 
