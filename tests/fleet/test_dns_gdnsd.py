@@ -295,3 +295,21 @@ def test_diverged_hosts_converge_on_the_union(lab: Lab) -> None:
     assert first.read_text() == second.read_text() == ""
     for region, (address, _) in REGIONS.items():
         wait_for(lambda r=region, a=address: lab.all_answer(r, a), BOUND)
+
+
+def test_a_file_gdnsd_refuses_fails_the_command(lab: Lab, monkeypatch) -> None:
+    """A line gdnsd cannot parse voids the whole file (gdnsd keeps the states it had): the
+    drain is written but never in force there, and the command says so."""
+    monkeypatch.setattr(drain, "WAIT_SECONDS", 3.0)
+    refused = lab.servers[0].state_dir / "admin_state"
+    refused.write_text("192.0.2.99/* => MAYBE # an SRE's typo\n")
+    try:
+        result = CliRunner().invoke(app, ["drain", "us", "--inventory", str(lab.inventory)])
+        assert result.exit_code == 1, result.output
+        assert "eu-dns-1: admin_state ok, not in force after" in result.output
+        assert "us-dns-1: admin_state ok, in force after" in result.output
+        assert "gdnsd on eu-dns-1 did not apply admin_state within 3 s" in result.output
+    finally:
+        for server in lab.servers:
+            (server.state_dir / "admin_state").write_text("")
+    wait_for(lambda: lab.all_answer("us", REGIONS["us"][0]), BOUND)

@@ -49,6 +49,14 @@ def _set_drain(target: str, inventory: Path, *, drain_it: bool, force: bool) -> 
     out.print(f"drained regions: {regions}; drained edges: {edges}", highlight=False)
     if not result.ok:
         raise _fail("admin_state was not written on every DNS host: run again", EXIT_INVALID)
+    late = [host.host for host in result.hosts if host.in_force is False]
+    if late:
+        raise _fail(
+            f"gdnsd on {', '.join(late)} did not apply admin_state within "
+            f"{drain.WAIT_SECONDS:.0f} s: look at its journal (a line it refuses voids the "
+            "whole file) and `cdnctl dns status`",
+            EXIT_INVALID,
+        )
 
 
 def _host_status(host: drain.HostEdit) -> str:
@@ -69,8 +77,8 @@ def drain_command(
         bool, typer.Option("--force", help="Even if a region or the fleet is left with no edge.")
     ] = False,
 ) -> None:
-    """Take an edge or a whole region out of DNS on every DNS host; returns once each host's
-    gdnsd serves it (about 1 s after the file changed)."""
+    """Take an edge or a whole region out of DNS on every DNS host; returns once every DNS
+    host answers without it (gdnsd's own timers: about 2 s after the file changed)."""
     _set_drain(target, inventory, drain_it=True, force=force)
 
 
