@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -27,6 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from cdnctl.edge.pki import key_pem, new_key
 from cdnctl.edge.runner import free_port
+from tests.edge.conftest import Node
 
 
 @dataclass
@@ -160,3 +162,16 @@ def make_pebble(tmp_path: Path) -> Iterator[Callable[..., Pebble]]:
     for process in processes:
         process.terminate()
         process.wait(10)
+
+
+def verified_leaf(node: Node, name: str, root_pem: str) -> x509.Certificate:
+    """The leaf the node serves for `name`, verified against pebble's issuing root."""
+    context = ssl.create_default_context(cadata=root_pem)
+    host, _, port = str(node.edge.settings.https_listen).rpartition(":")
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as sock,
+        context.wrap_socket(sock, server_hostname=name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -45,7 +43,7 @@ from tests.conftest import tenant_doc
 from tests.edge import conftest as edge_fixtures
 from tests.edge.conftest import ADMIN_TOKEN, Node
 from tests.fleet import pebble as pebble_fixtures
-from tests.fleet.pebble import Pebble
+from tests.fleet.pebble import Pebble, verified_leaf
 
 # Real edges as in tests/edge/, and a real pebble.
 make_node = edge_fixtures.make_node
@@ -148,19 +146,6 @@ def port_of(address: str) -> int:
 
 def edge_of(node: Node) -> Edge:
     return Edge(name=node.address, url=node.edge.admin_url)
-
-
-def verified_leaf(node: Node, name: str, root_pem: str) -> x509.Certificate:
-    """The leaf the node serves for `name`, verified against pebble's issuing root."""
-    context = ssl.create_default_context(cadata=root_pem)
-    host, _, port = str(node.edge.settings.https_listen).rpartition(":")
-    with (
-        socket.create_connection((host, int(port)), timeout=5) as sock,
-        context.wrap_socket(sock, server_hostname=name) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
 
 
 def acme_tenant(tenant_id: str, domains: list[str]) -> dict:

@@ -9,7 +9,6 @@ up there, and the edge then serves `*.cdn.test` for every platform name, without
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import sys
 from collections.abc import Callable, Iterator
@@ -37,7 +36,7 @@ from tests.edge import conftest as edge_fixtures
 from tests.edge.conftest import ADMIN_TOKEN, Node
 from tests.fleet import pebble as pebble_fixtures
 from tests.fleet.conftest import Gdnsd, query
-from tests.fleet.pebble import Pebble
+from tests.fleet.pebble import Pebble, verified_leaf
 
 make_node = edge_fixtures.make_node
 make_pebble = pebble_fixtures.make_pebble
@@ -76,19 +75,6 @@ def inventory_for(base: Path, edge: Node, server: Gdnsd) -> Path:
         yaml.safe_dump({"all": {"children": {g: {"hosts": h} for g, h in hosts.items()}}})
     )
     return inventory
-
-
-def served_leaf(node: Node, name: str, root_pem: str) -> x509.Certificate:
-    """The leaf the edge serves for SNI `name`, verified against pebble's issuing root."""
-    context = ssl.create_default_context(cadata=root_pem)
-    host, _, port = str(node.edge.settings.https_listen).rpartition(":")
-    with (
-        socket.create_connection((host, int(port)), timeout=5) as sock,
-        context.wrap_socket(sock, server_hostname=name) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
 
 
 @pytest.mark.integration
@@ -131,13 +117,13 @@ def test_the_platform_wildcard_is_issued_by_dns01_and_served_for_platform_names(
     assert len(query(gdnsd.port, f"_acme-challenge.{DOMAIN}", rtype="TXT")) == 1
     root = pebble.issuing_root()
     for name in ("edge.cdn.test", "customer-a.cdn.test", "edge-eu.cdn.test"):
-        cert = served_leaf(edge, name, root)  # verification includes the name
+        cert = verified_leaf(edge, name, root)  # verification includes the name
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         assert san.value.get_values_for_type(x509.DNSName) == ["*.cdn.test"]
     assert edge.edge.master_pid == master
     # A name outside the platform domain still gets the default certificate.
     with pytest.raises(ssl.SSLCertVerificationError):
-        served_leaf(edge, "shop.test", root)
+        verified_leaf(edge, "shop.test", root)
 
     assert [(r.tenant, r.decision.action) for r in status([wanted], acme)] == [(PLATFORM, "keep")]
 
