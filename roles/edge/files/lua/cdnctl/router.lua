@@ -15,7 +15,6 @@ local sub = string.sub
 local byte = string.byte
 local get_uri_args = ngx.req.get_uri_args
 local get_method = ngx.req.get_method
-local clear_header = ngx.req.clear_header
 local exec = ngx.exec
 
 
@@ -68,12 +67,6 @@ function _M.route()
             return respond.json(429, { error = "rate limit exceeded" },
                 { ["Retry-After"] = wait })
         end
-    end
-
-    -- If-None-Match decides alone (RFC 9110 §13.2.2); nginx's not-modified filter looks
-    -- at If-Modified-Since first and would turn a matching ETag into a 200.
-    if var.http_if_none_match then
-        clear_header("If-Modified-Since")
     end
 
     local path = policy.normalise_path(var.uri)
