@@ -305,3 +305,37 @@ def test_git_change_detection_always_equals_a_cold_compile(
         assert [p.render() for p in warm.problems] == [p.render() for p in cold.problems]
         if number > 1:  # (the compile after a cold one checks what that one read, once)
             assert stated <= 3, (number, stat_calls)  # only what git named (or was dirty)
+
+
+def test_the_cache_journal_is_replayed_or_dropped(tmp_path, write_tenant, tenants_dir, monkeypatch):
+    """Small changes are journaled instead of rewriting the index; a torn journal record
+    is ignored, and a journal outgrowing the index is folded into a new index."""
+    from cdnctl.bundle import compile_cache
+
+    cache = tmp_path / "cache"
+    for i in range(5):
+        write_tenant(f"t{i}")
+
+    def compile_and_compare() -> None:
+        old = time.time() - 60
+        for path in tenants_dir.iterdir():
+            os.utime(path, (old, old))
+        warm = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+        assert warm.bundle == compile_paths([tenants_dir], Policy()).bundle
+
+    compile_and_compare()
+    index = (cache / compile_cache.INDEX_NAME).read_bytes()
+    write_tenant("t1", cache={"default_ttl": 5})
+    compile_and_compare()
+    journal = cache / compile_cache.JOURNAL_NAME
+    assert journal.stat().st_size > 0 and (cache / compile_cache.INDEX_NAME).read_bytes() == index
+    write_tenant("t2", cache={"default_ttl": 6})
+    compile_and_compare()
+    journal.write_bytes(journal.read_bytes()[:-3])  # the last record torn by a crash
+    write_tenant("t3", cache={"default_ttl": 7})
+    compile_and_compare()  # t2 is read again; the index is written anew
+    assert not journal.exists() and (cache / compile_cache.INDEX_NAME).read_bytes() != index
+    monkeypatch.setattr(compile_cache, "JOURNAL_SLACK", 0)
+    write_tenant("t4", cache={"default_ttl": 8})
+    compile_and_compare()
+    assert not journal.exists()  # it would outgrow the index

@@ -20,6 +20,7 @@ import hashlib
 import marshal
 import os
 import secrets
+import struct
 import tempfile
 import time
 from collections.abc import Iterable
@@ -31,11 +32,15 @@ from cdnctl.tenants.problems import Problem
 from cdnctl.tenants.validate import FileResult
 
 INDEX_NAME = "compile-cache.index"
+JOURNAL_NAME = "compile-cache.journal"  # changes to the index since it was written
 BLOB_PREFIX = "compile-cache.blob."
 LOCK_NAME = "compile-cache.lock"
 _RACY_WINDOW_NS = 2_000_000_000
 COMPACT_SLACK = 1 << 20  # garbage tolerated in the blob beyond as much as is live
-_FORMAT = 7
+JOURNAL_SLACK = 1 << 20  # journal tolerated beyond an eighth of the index
+_FORMAT = 8
+_LENGTH = struct.Struct("<Q")
+_SAME = "same"  # in a journal record: this part of the state did not change
 _new_tuple = tuple.__new__
 
 StatKey = tuple[int, int, int]  # size, mtime_ns, inode
@@ -44,13 +49,13 @@ StatKey = tuple[int, int, int]  # size, mtime_ns, inode
 class GitRecord(NamedTuple):
     """What the last compile of a directory in a git work tree knew: the work tree and the
     directory (as named on the command line), the commit HEAD named, the files that were
-    dirty (or read) then, and the directory's listing (tenant files, wrongly named ones)."""
+    dirty (or read) then, and the wrongly named files it listed (its tenant files are the
+    index's)."""
 
     top: str
     directory: str
     head: str
     dirty: tuple[str, ...]
-    files: tuple[str, ...]
     misnamed: tuple[str, ...]
 
 
@@ -87,10 +92,13 @@ def code_fingerprint() -> str:
 
 
 class CompileCache:
-    """Two files in the cache directory: the index (rewritten atomically on every save) and
-    an append-only blob of fragments it points into, so a one-file change appends one
-    fragment instead of rewriting 100 MB. The blob is compacted once it is mostly garbage.
-    Saves hold a lock so concurrent compiles cannot interleave their appends."""
+    """Three files in the cache directory: the index (rewritten atomically), a journal of
+    the changes made to it since (appended: a one-file change adds one small record instead
+    of rewriting an index of 100k entries), and an append-only blob of fragments they point
+    into, so a one-file change appends one fragment instead of rewriting 100 MB. The index
+    is written again (and the journal dropped) once the journal outgrows an eighth of it,
+    the blob is compacted once it is mostly garbage. Saves hold a lock so concurrent
+    compiles cannot interleave their appends."""
 
     def __init__(self, directory: Path | None, fingerprint: str) -> None:
         self.directory = directory
@@ -104,6 +112,8 @@ class CompileCache:
         self.fleet_clean = False  # the last compile found no fleet-wide problem
         self.indexes: tuple[bytes, bytes] | None = None  # its (hosts, wildcards) JSON
         self.git: GitRecord | None = None  # what git said at the last compile
+        self._token = ""  # names the index a journal record applies to
+        self._journal_size = 0  # bytes of it applied; -1: unusable (write the index again)
         self._load()
 
     def _load(self) -> None:
@@ -111,28 +121,51 @@ class CompileCache:
             return
         try:
             head = marshal.loads((self.directory / INDEX_NAME).read_bytes())
-            (
-                fmt,
-                fingerprint,
-                written_at_ns,
-                blob_name,
-                blob_size,
-                index,
-                fleet_clean,
-                indexes,
-                git,
-            ) = head
+            fmt, fingerprint, token, blob_name, index, state = head
             if fmt != _FORMAT or fingerprint != self.fingerprint or not isinstance(index, dict):
                 return
+            journal_size = self._replay(token, blob_name, index, state)
             blob = (self.directory / blob_name).read_bytes()
-            if len(blob) < blob_size:
+            if len(blob) < state[1]:
                 return  # truncated: fragments it points at are gone
         except (OSError, EOFError, ValueError, TypeError):  # corrupt or foreign: slower only
             return
+        written_at_ns, _, fleet_clean, indexes, git = state
         self.index, self.written_at_ns, self.blob_name = index, written_at_ns, blob_name
         self.fleet_clean, self.indexes = bool(fleet_clean), indexes
         self.git = GitRecord(*git) if git else None
         self.blob = memoryview(blob)
+        self._token, self._journal_size = token, journal_size
+
+    def _replay(self, token: str, blob_name: str, index: dict, state: list) -> int:
+        """Apply the journal's records for this index (each: token, blob, changed entries
+        (None: dropped), state) to `index` and `state`; the bytes applied, or -1 when a
+        record is torn or foreign (the next save writes the index again)."""
+        try:
+            journal = (self.directory or Path()).joinpath(JOURNAL_NAME).read_bytes()
+        except FileNotFoundError:
+            return 0
+        position = 0
+        while position < len(journal):
+            if position + _LENGTH.size > len(journal):
+                return -1
+            (length,) = _LENGTH.unpack_from(journal, position)
+            record = journal[position + _LENGTH.size : position + _LENGTH.size + length]
+            if len(record) < length:
+                return -1  # torn by a crash
+            record_token, record_blob, changes, record_state = marshal.loads(record)
+            if record_token != token or record_blob != blob_name:
+                return -1
+            for display, entry in changes.items():
+                if entry is None:
+                    index.pop(display, None)
+                else:
+                    index[display] = entry
+            if record_state[3] == _SAME:  # the host indexes (megabytes) as they were
+                record_state[3] = state[3]
+            state[:] = record_state
+            position += _LENGTH.size + length
+        return position
 
     def lookup_all(self, stats: list[tuple[str, StatKey]]) -> list[FileResult | None]:
         """Per (display, stat): the result of an unchanged file (same stat, not modified
@@ -193,7 +226,8 @@ class CompileCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.directory / LOCK_NAME, "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            index = {display: self.index[display] for display in unchanged}
+            kept = set(unchanged)
+            index = {display: self.index[display] for display in kept}
             live = sum(entry[5] for entry in index.values())
             live += sum(len(r.fragment) for _, _, r in fresh.values() if r.fragment is not None)
             if self._blob_reusable(live):
@@ -227,21 +261,43 @@ class CompileCache:
                         problems,
                         result.digest,
                     )
-            head = (
-                _FORMAT,
-                self.fingerprint,
+            state = [
                 time.time_ns(),
-                blob_name,
                 offset,  # the blob's size after this save: a shorter blob is corrupt
-                index,
                 fleet_clean,
                 indexes,
                 tuple(git) if git else None,
-            )
+            ]
+            changes = {display: index[display] for display in fresh}
+            changes.update((display, None) for display in self.index if display not in index)
+            if blob_name == self.blob_name and self._journal_fits(changes):
+                if indexes == self.indexes:
+                    state[3] = _SAME
+                record = marshal.dumps((self._token, blob_name, changes, state))
+                with open(self.directory / JOURNAL_NAME, "ab") as journal:
+                    journal.write(_LENGTH.pack(len(record)) + record)
+                self._journal_size += _LENGTH.size + len(record)
+                return
+            head = (_FORMAT, self.fingerprint, secrets.token_hex(8), blob_name, index, state)
             _write_atomically(self.directory / INDEX_NAME, marshal.dumps(head))
+            (self.directory / JOURNAL_NAME).unlink(missing_ok=True)
             for stale in self.directory.glob(f"{BLOB_PREFIX}*"):
                 if stale.name != blob_name:
                     stale.unlink(missing_ok=True)
+
+    def _journal_fits(self, changes: dict[str, tuple | None]) -> bool:
+        """Journal this save, unless the journal is unusable or would outgrow the index."""
+        if self._journal_size < 0 or not self._token or self.directory is None:
+            return False
+        try:
+            index_size = (self.directory / INDEX_NAME).stat().st_size
+        except FileNotFoundError:
+            return False
+        journal = self.directory / JOURNAL_NAME
+        journal_size = journal.stat().st_size if journal.is_file() else 0
+        if journal_size != self._journal_size:
+            return False  # another compile wrote since this one loaded: start over
+        return journal_size + 100 * len(changes) <= index_size // 8 + JOURNAL_SLACK
 
     def _blob_reusable(self, live: int) -> bool:
         """Append to the current blob unless it is missing or mostly garbage."""
