@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,20 @@ def test_apply_sends_a_delta_to_an_edge_running_an_earlier_compile(lab, make_nod
     assert configs[0]["content"] == configs[1]["content"]  # the same bytes, either way
     assert configs[0]["tenants"] == 6
     assert one.get("cdn.blog.test", "/x").status_code in (200, 401)  # routed to the origin
+
+
+def test_apply_reads_the_base_manifest_from_the_edge_when_not_compiled_here(lab, make_node):
+    node = make_node()
+    plain = {"url": f"http://{lab['origin'].address}"}
+    for name in ("p1", "p2", "p3", "p4"):
+        (lab["tenants"] / f"{name}.yaml").write_text(yaml.safe_dump(tenant_doc(name, origin=plain)))
+    assert cli("apply", *edge_args(node), *base_args(lab)).exit_code == 0
+    shutil.rmtree(".cdnctl-cache")  # as on a fresh CI runner
+    (lab["tenants"] / "blog.yaml").write_text(yaml.safe_dump(tenant_doc("blog", origin=plain)))
+    result = cli("apply", *edge_args(node), *base_args(lab))
+    assert result.exit_code == 0, result.output
+    assert ": sent delta" in result.stdout
+    assert node.admin.get("/config").json()["tenants"] == 6
 
 
 def test_a_rotated_origin_password_goes_out_as_a_delta(lab, make_node, monkeypatch):

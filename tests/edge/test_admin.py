@@ -27,6 +27,8 @@ def test_health_is_open_everything_else_needs_the_token(edge):
     for method, path in (
         ("GET", "/config"),
         ("POST", "/config"),
+        ("POST", "/config/delta"),
+        ("GET", "/config/manifest"),
         ("GET", "/config/tenants"),
         ("GET", "/metrics"),
     ):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from cdnctl.bundle.delta import make_delta
-from cdnctl.bundle.format import canonical_json, manifest_bytes
+from cdnctl.bundle.format import canonical_json, manifest_bytes, sha256_tag
 from cdnctl.bundle.synthetic import bundle_bytes, make_bundle, tenant
 from cdnctl.lab.sample_origin import body_for
 
@@ -246,6 +246,9 @@ def test_a_delta_gives_exactly_what_the_full_bundle_gives(make_node, make_origin
         "delta": True,
     }
     assert running_state(by_delta, hosts) == running_state(full, hosts)
+    for node in (full, by_delta):  # what a delta is made against, for any controller
+        manifest = node.admin.get("/config/manifest").content
+        assert (manifest, sha256_tag(manifest)) == (manifest_bytes(target), target["version"])
     assert [served_by(by_delta, h, "/s") for h in ("x.test", "any.w.test", "gone.test")] == [
         "b",
         "c",

@@ -1,6 +1,7 @@
 """Talking to running edges and shields through their admin API (see DESIGN.md).
 
-`GET /health`, `GET /config`, `POST /config` (bundle), `POST /config/delta` (delta),
+`GET /health`, `GET /config`, `GET /config/manifest`, `POST /config` (bundle),
+`POST /config/delta` (delta),
 `POST /purge`, `GET|POST /certificates`, `POST /acme-challenges`, all with
 `Authorization: Bearer <token>`. Calls to many edges fan out in parallel threads and
 every edge gets its own result: one unreachable edge never hides the others.
@@ -114,6 +115,20 @@ class AdminClient:
 
     def running_config(self) -> dict[str, Any]:
         return self._call("GET", "/config")
+
+    def running_manifest(self) -> bytes | None:
+        """The manifest of the bundle the edge runs (format.py), None if it has none."""
+        try:
+            response = self._client.get("/config/manifest")
+        except httpx.HTTPError as exc:
+            raise EdgeError(f"{self.edge.url}: {type(exc).__name__}: {exc}") from None
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise EdgeError(
+                f"HTTP {response.status_code}: GET /config/manifest", response.status_code
+            )
+        return response.content
 
     def running_tenants(self) -> dict[str, Any]:
         """{"version", "tenants": {id: digest}} of what the edge serves."""

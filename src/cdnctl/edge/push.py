@@ -1,6 +1,7 @@
-"""Bringing one edge to a compiled bundle: a delta when the edge runs a version we hold
-the manifest of, the full bundle otherwise (or when the delta would not be smaller, or the
-edge refuses the delta's base), nothing when it already runs exactly these bytes.
+"""Bringing one edge to a compiled bundle: a delta when we hold the manifest of the version
+the edge runs (compiled here before, or read from the edge and checked against that
+version), the full bundle otherwise (or when the delta would not be smaller, or the edge
+refuses the delta's base), nothing when it already runs exactly these bytes.
 
 Shared by every edge of one `cdnctl apply`: each delta base and the full resolved bundle
 are made once, whichever edge asks first.
@@ -36,13 +37,18 @@ class Pusher:
         self._deltas: dict[str, Delta | None] = {}
         self._full_bytes: bytes | None = None
 
-    def delta_from(self, base: str | None) -> Delta | None:
-        """The resolved delta from `base`, or None (unknown base, or not smaller)."""
+    def delta_from(self, base: str | None, client: AdminClient | None = None) -> Delta | None:
+        """The resolved delta from `base`, or None (unknown base, or not smaller). The base's
+        manifest comes from the compile cache, else from the edge (`client`), checked."""
         if not base:
             return None
         with self._lock:
             if base not in self._deltas:
                 manifest = self.manifest if base == self.version else self.store.load(base)
+                if manifest is None and client is not None:
+                    fetched = client.running_manifest()
+                    if fetched is not None and sha256_tag(fetched) == base:
+                        manifest = fetched
                 delta = None
                 if manifest is not None:
                     delta = make_delta(
@@ -67,7 +73,7 @@ class Pusher:
     def push(self, client: AdminClient, commit: str | None) -> dict[str, Any]:
         """The edge's answer plus `sent`: "delta", "full" or "nothing", and `bytes`."""
         running = client.running_config()
-        delta = self.delta_from(running.get("version"))
+        delta = self.delta_from(running.get("version"), client)
         if running.get("version") == self.version:
             content = delta.content if delta else sha256_tag(self.full())
             if running.get("content") == content:

@@ -1,5 +1,5 @@
--- Management listener: /health (open), /config, /config/delta, /config/tenants (digest per
--- tenant),
+-- Management listener: /health (open), /config, /config/delta, /config/manifest,
+-- /config/tenants (digest per tenant),
 -- /metrics, /purge, /certificates, /acme-challenges (bearer token).
 local cjson = require "cjson.safe"
 local node = require "cdnctl.node"
@@ -170,6 +170,17 @@ function _M.handle()
             return post_config(true)
         end
         return respond.json(405, { error = "method not allowed" }, { Allow = "POST" })
+    elseif uri == "/config/manifest" and method == "GET" then
+        -- The running manifest (its SHA-256 is the running version): what a delta is made
+        -- against, for a controller that did not compile that version itself.
+        local text = store.manifest()
+        if not text then
+            return respond.json(404, { error = "no manifest: no bundle applied yet, or applied "
+                .. "by a cdnctl without deltas" })
+        end
+        ngx.header["Content-Type"] = "application/json"
+        ngx.print(text)
+        return
     elseif uri == "/config/tenants" and method == "GET" then
         ngx.header["Content-Type"] = "application/json"
         ngx.print(store.digests_json() or '{"version":null,"tenants":{}}')

@@ -142,6 +142,11 @@ function _M.digests_json()
     return dict:get("digests") -- written by a cdnctl without manifests
 end
 
+-- The running manifest text (see manifest.lua), or nil.
+function _M.manifest()
+    return dict:get("manifest")
+end
+
 function _M.meta()
     local raw = dict:get("meta")
     return raw and cjson.decode(raw) or nil
