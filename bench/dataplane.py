@@ -297,6 +297,22 @@ def apply_under_load(edge: EdgeNode, body: bytes, delta: bool = False) -> dict[s
     }
 
 
+def worker_memory(edge: EdgeNode) -> dict[str, float]:
+    """The worker's resident memory, of which shared (the shared dicts: tenants, host index,
+    manifest, fingerprints; the cache keys zone), and its Lua heap, in MiB."""
+    status = Path(f"/proc/{edge.worker_pids()[0]}/status").read_text()
+    fields = dict(re.findall(r"^(\w+):\s+(\d+) kB", status, re.MULTILINE))
+    metrics = httpx.get(
+        f"{edge.admin_url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    ).text
+    heap = re.search(r'^cdn_lua_memory_bytes\{worker="0"\} (\S+)', metrics, re.MULTILINE)
+    return {
+        "worker_rss_mib": round(int(fields["VmRSS"]) / 1024, 1),
+        "worker_rss_shared_mib": round(int(fields["RssShmem"]) / 1024, 1),
+        "lua_heap_mib": round(float(heap.group(1)) / 2**20, 1) if heap else -1.0,
+    }
+
+
 def purge_all_latency(edge: EdgeNode) -> float:
     samples = []
     for _ in range(5):
@@ -364,6 +380,8 @@ def main() -> None:
             result["apply_100k_delta_one_changed"] = apply_under_load(
                 big_edge, delta.body, delta=True
             )
+            time.sleep(3)  # the apply's garbage is collected in steps, metrics each second
+            result["edge_100k_memory"] = worker_memory(big_edge)
             if args.apply_only:
                 result["purge_all_ms_median"] = purge_all_latency(big_edge)
                 return finish(result, started)
