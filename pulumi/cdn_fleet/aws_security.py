@@ -25,6 +25,7 @@ from cdnctl.fleet.topology import ROLES, AdminAccess, RegionConfig
 WORLD = "world"
 ADMIN = "admin"
 NODE_EXPORTER_PORT = 9100
+GDNSD_EXPORTER_PORT = 9153  # roles/geodns' exporter (cdn_gdnsd_exporter_port's default)
 PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
 
@@ -56,6 +57,10 @@ def ingress_rules(admin_api_port: int) -> list[Ingress]:
         for source in (ADMIN, "prometheus")
     )
     rules.extend(Ingress("dns", protocol, 53, WORLD, "geodns") for protocol in ("udp", "tcp"))
+    rules.extend(
+        Ingress("dns", "tcp", GDNSD_EXPORTER_PORT, source, "gdnsd exporter")
+        for source in (ADMIN, "prometheus")
+    )
     rules.extend(
         Ingress("prometheus", "tcp", PROMETHEUS_PORT, source, "prometheus api")
         for source in (ADMIN, "grafana")
