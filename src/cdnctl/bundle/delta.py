@@ -70,6 +70,15 @@ def split_lines(bundle: bytes) -> tuple[bytes, list[bytes], bytes]:
     return bundle[:start], lines, bundle[end + 1 :]
 
 
+def _fragment_of(bundle: bytes, tenant: str) -> bytes:
+    """The compiled text of one tenant, found by its line (`\n"<id>":{...}[,]\n`)."""
+    start = bundle.find(b'\n"' + tenant.encode() + b'":')
+    if start < 0:
+        raise DeltaError(f"tenant {tenant} of the manifest is not in the bundle")
+    end = bundle.index(b"\n", start + 1)
+    return bundle[start + len(tenant) + 4 : end].removesuffix(b",")
+
+
 def _line_id(line: bytes) -> str:
     return line[1 : line.index(b'":')].decode()
 
@@ -111,24 +120,20 @@ def make_delta(
     """The delta from `base` (whose manifest is `base_manifest`) to `bundle` (compiled,
     with its manifest). With `resolver`, the delta's tenants are resolved and `content` is
     that of the resolved full bundle; without, the compiled one's."""
-    head, lines, tail = split_lines(bundle)
     version = sha256_tag(target_manifest)
-    if f'"version":"{version}"'.encode() not in tail:
+    if f'"version":"{version}"'.encode() not in bundle[bundle.rfind(b'"version":') :]:
         raise DeltaError(f"the target manifest ({version}) is not this bundle's")
     before = parse_manifest(base_manifest, base)
     after = json.loads(target_manifest)
     old_digests, new_digests = before["tenants"], after["tenants"]
-    ids = [_line_id(line) for line in lines]
-    wanted = {tenant for tenant in ids if old_digests.get(tenant) != new_digests.get(tenant)}
+    wanted = {tenant for tenant, digest in new_digests.items() if old_digests.get(tenant) != digest}
     texts: dict[str, bytes] = {}
-    if resolver is None:
-        texts = {
-            tenant: line[len(tenant) + 3 :]
-            for tenant, line in zip(ids, lines, strict=True)
-            if tenant in wanted
-        }
+    if resolver is None:  # only the lines of the tenants that differ are read
+        texts = {tenant: _fragment_of(bundle, tenant) for tenant in wanted}
         content = sha256_tag(bundle)
     else:
+        head, lines, tail = split_lines(bundle)
+        ids = [_line_id(line) for line in lines]
         secret = [
             (tenant, line[len(tenant) + 3 :])
             for tenant, line in zip(ids, lines, strict=True)
