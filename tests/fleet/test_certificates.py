@@ -344,3 +344,9 @@ def test_the_playbook_issues_once_then_reports_no_change(
     second = run()
     assert second.returncode == 0, second.stdout + second.stderr
     assert "changed=0" in second.stdout
+
+
+def test_key_and_ca_paths_may_start_with_home() -> None:
+    settings = AcmeSettings(ca_bundle="~/ca.pem", account_key_file="~/acme/account.pem")
+    assert settings.ca_bundle == Path.home() / "ca.pem"
+    assert settings.account_key_file == Path.home() / "acme" / "account.pem"

@@ -76,6 +76,11 @@ class AcmeSettings(BaseModel):
         "serve it on every edge for the platform's names (edge.<domain>, <tenant>.<domain>)",
     )
 
+    @field_validator("account_key_file", "ca_bundle")
+    @classmethod
+    def _home(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value else value  # `~/...` as in state_dir
+
     @field_validator("contact")
     @classmethod
     def _mailto(cls, value: list[str]) -> list[str]:
