@@ -99,8 +99,9 @@ class EdgeNode:
 
     def start(self, timeout: float = 10.0) -> EdgeNode:
         write_instance(self.settings)
-        # Left behind by a crash (nginx never unlinks it then): nginx could not bind it.
-        (self.prefix / "run" / "adapter.sock").unlink(missing_ok=True)
+        # Left behind by a crash (nginx never unlinks them then): nginx could not bind them.
+        for socket_name in ("adapter.sock", "relay.sock"):
+            (self.prefix / "run" / socket_name).unlink(missing_ok=True)
         stderr = (self.prefix / "logs" / "stderr.log").open("ab")
         self.process = subprocess.Popen(
             self._command("-g", "daemon off;"),

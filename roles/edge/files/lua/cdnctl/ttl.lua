@@ -9,6 +9,7 @@ local policy = require "cdnctl.policy"
 local purge = require "cdnctl.purge"
 local cache_control = require "cdnctl.cache_control"
 local revalidate = require "cdnctl.revalidate"
+local interim = require "cdnctl.interim"
 
 local ngx = ngx
 local var = ngx.var
@@ -248,6 +249,10 @@ end
 
 function _M.header_filter()
     local status = ngx.status
+    if status < 200 and status ~= 101 then
+        -- nginx took an interim response for the final one (cdnctl.interim).
+        return interim.seen(var.cdn_tenant, var.http_x_request_id or "")
+    end
     -- The edge holds an expired copy and the origin failed: drop the connection so the
     -- edge's proxy_cache treats it as an upstream error and serves stale within the
     -- stale-if-error window stored with it (nginx applies it to errors, not to 5xx).

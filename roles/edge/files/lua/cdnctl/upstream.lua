@@ -6,6 +6,7 @@ local node = require "cdnctl.node"
 local dns = require "cdnctl.dns"
 local policy = require "cdnctl.policy"
 local cache_control = require "cdnctl.cache_control"
+local interim = require "cdnctl.interim"
 
 local ngx = ngx
 local var = ngx.var
@@ -107,6 +108,13 @@ local function to_origin(tenant)
     local auth = o.basic_auth
     var.cdn_up_auth = type(auth) == "table" and auth.authorization or var.http_authorization or ""
     var.cdn_up_uri = o.base_path .. (policy.uri_of_key(var.http_x_cdnctl_key or "") or "/")
+    if interim.marked(tenant.id) then
+        -- An origin that sends interim responses: through the relay (cdnctl.interim).
+        var.cdn_relay = o.scheme .. " " .. o.connect_timeout .. " " .. o.read_timeout .. " "
+            .. o.host .. " " .. (o.tls_verify and "verify" or "noverify") .. " "
+            .. concat(peers, " ")
+        return exec("@origin_relay")
+    end
     if o.scheme == "https" and not o.tls_verify then
         return exec("@origin_noverify")
     end

@@ -1,0 +1,2 @@
+-- relay entry point: all logic lives in cdnctl.interim.
+require("cdnctl.interim").relay()
