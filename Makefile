@@ -12,7 +12,8 @@ DEB_PACKAGES := git nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucach
                 libnginx-mod-http-brotli-filter libnginx-mod-http-brotli-static wrk \
                 podman runc debootstrap valgrind pebble prometheus gdnsd
 
-.PHONY: help setup deb-packages test lint unit image molecule lab bench clean
+.PHONY: help setup deb-packages test lint unit image molecule lab lab-status lab-down lab-test \
+        preview bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -61,7 +62,23 @@ molecule: setup image  ## Molecule scenarios on podman (systemd containers)
 
 test: setup lint molecule unit  ## Lint, Molecule, then every pytest test (what CI runs)
 
-lab: setup  ## Bring up the local CDN
+lab: setup image  ## Bring up the multi-region lab (podman; a second run skips what did not change)
+	CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf PATH="$(CURDIR)/$(BIN):$$PATH" \
+	  $(BIN)/cdnctl lab up
+
+lab-status: setup  ## The lab's containers: role, address, state
+	CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf $(BIN)/cdnctl lab status
+
+lab-down: setup  ## Remove the lab (containers, network, inventory, its certificates)
+	CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf PATH="$(CURDIR)/$(BIN):$$PATH" \
+	  $(BIN)/cdnctl lab down
+
+# tests/lab/test_fleet_lab.py: lab up, smoke, status, second up, down (about 10 min).
+lab-test: setup image  ## The multi-region lab's own test (not yet part of make test: CI budget)
+	CDNCTL_LAB_TEST=1 CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf \
+	  PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/lab/test_fleet_lab.py -s
+
+preview: setup  ## One local edge + the sample origins, applying tenants/ edits live
 	$(BIN)/cdnctl lab
 
 bench: setup  ## Run the benchmarks (print JSON)

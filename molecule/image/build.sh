@@ -21,14 +21,18 @@ base_packages="python3,systemd,systemd-sysv,dbus,iproute2,ca-certificates,curl"
 # Keep in sync with roles/openresty/defaults (debian flavour) and roles/node_exporter.
 preinstalled="nginx,libnginx-mod-http-lua,lua-resty-core,lua-resty-lrucache,lua-cjson"
 preinstalled="$preinstalled,libnginx-mod-http-brotli-filter,prometheus-node-exporter"
-# Keep in sync with roles/geodns and roles/prometheus (Debian packages).
-preinstalled="$preinstalled,gdnsd,prometheus"
+# Keep in sync with roles/geodns, roles/prometheus and roles/lab_pebble (Debian packages).
+preinstalled="$preinstalled,gdnsd,prometheus,pebble"
 packages="$base_packages,$preinstalled"
-disabled_units="gdnsd.service prometheus.service"
+# Packaged services stay off until a role runs its own unit on the hosts that need it (no
+# stray nginx on :80 of a DNS or Prometheus host).
+disabled_units="gdnsd.service prometheus.service nginx.service"
+# What the image is built from: its label, compared to decide on a rebuild.
+recipe="$packages;disabled=$disabled_units"
 
 if podman image exists "$image"; then
   built_with=$(podman image inspect --format '{{ index .Config.Labels "cdnctl.packages" }}' "$image" 2>/dev/null || true)
-  if [ "$built_with" = "$packages" ]; then
+  if [ "$built_with" = "$recipe" ]; then
     echo "image $image is current"
     exit 0
   fi
@@ -59,7 +63,7 @@ start=$(date +%s)
 if timeout 90 podman pull -q docker.io/library/debian:bookworm >/dev/null 2>&1; then
   echo "building $image from docker.io/library/debian:bookworm"
   podman build --build-arg "PACKAGES=${packages//,/ }" --build-arg "DISABLED=$disabled_units" \
-    --label "cdnctl.packages=$packages" \
+    --label "cdnctl.packages=$recipe" \
     -t "$image" -f "$here/Containerfile" "$here"
 else
   mirror="$(debian_mirror)"
@@ -74,6 +78,6 @@ else
   : >"$rootfs/etc/machine-id"
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
   tar -C "$rootfs" -c . | podman import --change 'CMD ["/sbin/init"]' \
-    --change "LABEL cdnctl.packages=$packages" - "$image" >/dev/null
+    --change "LABEL cdnctl.packages=$recipe" - "$image" >/dev/null
 fi
 echo "built $image in $(($(date +%s) - start)) s"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.table import Table
 
-from cdnctl.cli.common import EXIT_INVALID, Format, err, print_problems
+from cdnctl.cli.common import EXIT_INVALID, Format, err, out, print_problems
+
+if TYPE_CHECKING:
+    from cdnctl.lab.fleet import LabUp
 
 lab_app = typer.Typer(
     help="The local CDN: `cdnctl lab` runs one edge; `cdnctl lab up|down` the multi-region lab."
@@ -58,19 +62,61 @@ def up(
         Path | None,
         typer.Option("--stack", help="Pulumi stack file (default pulumi/Pulumi.local.yaml)."),
     ] = None,
+    converge: Annotated[
+        bool,
+        typer.Option(
+            "--converge", help="Run site.yml even when nothing it reads changed since the last."
+        ),
+    ] = False,
 ) -> None:
-    """The multi-region lab on podman: inventory, containers (ansible/lab.yml), site.yml."""
+    """The multi-region lab on podman: containers, site.yml, certificates, smoke test."""
     from cdnctl.fleet.topology import FleetConfigError
     from cdnctl.lab.fleet import LabError, lab_up
 
     try:
-        times = lab_up(stack, echo=lambda s: err.print(s, markup=False))
+        result = lab_up(stack, echo=lambda s: err.print(s, markup=False), force_converge=converge)
     except (LabError, FleetConfigError, ValueError, OSError) as exc:
         err.print(f"[red]lab up failed:[/] {exc}")
         raise typer.Exit(EXIT_INVALID) from None
-    total = sum(t.seconds for t in times)
-    steps = ", ".join(f"{t.name} {t.seconds:.0f} s" for t in times)
-    err.print(f"lab up in {total:.0f} s ({steps})", markup=False)
+    _summary(result)
+
+
+def _summary(result: LabUp) -> None:
+    view = result.view
+    hosts = Table(title=f"The lab: {len(view.hosts)} hosts (platform domain {view.domain})")
+    for column in ("Region", "Host", "Role", "Address"):
+        hosts.add_column(column)
+    for region, host, role, address in view.hosts:
+        hosts.add_row(region, host, role, address)
+    out.print(hosts)
+    out.print("[bold]Try it[/]: each region's DNS host, then HTTPS through the edge it gives")
+    for region in view.regions:
+        dns_address = next(iter(region.dns.values()), "?")
+        edge = next(iter(region.edges.values()), "?")
+        for tenant in result.tenants:
+            out.print(
+                f"  dig @{dns_address} {tenant.name} +subnet={region.client_network} +short",
+                markup=False,
+                soft_wrap=True,
+            )
+            out.print(
+                f"  curl --resolve {tenant.name}:443:{edge} --cacert {result.root_ca} "
+                f"-sI https://{tenant.name}/",
+                markup=False,
+                soft_wrap=True,
+            )
+    for region in view.regions:
+        for host, address in region.prometheus.items():
+            out.print(f"Prometheus {region.name}: http://{address}:9090 ({host})")
+    out.print(f"Admin API token: {result.token_file} (unless CDNCTL_ADMIN_TOKEN was set)")
+    out.print(f"ACME (pebble): https://{view.acme}:14000/dir, issuing root {result.root_ca}")
+    for line in result.notes:
+        out.print(line)
+    checks = len(result.smoke.checks)
+    out.print(f"Smoke test: {checks} checks passed in {result.smoke.seconds:.0f} s")
+    total = sum(t.seconds for t in result.times)
+    steps = ", ".join(f"{t.name} {t.seconds:.0f} s" for t in result.times)
+    out.print(f"lab up in {total:.0f} s ({steps})")
 
 
 @lab_app.command("down")
@@ -85,3 +131,24 @@ def down() -> None:
         err.print(f"[red]lab down failed:[/] {exc}")
         raise typer.Exit(EXIT_INVALID) from None
     err.print(f"lab down in {sum(t.seconds for t in times):.0f} s", markup=False)
+
+
+@lab_app.command("status")
+def status() -> None:
+    """The lab's containers (label cdnctl.lab): role, address, state."""
+    from cdnctl.lab.fleet import LabError, lab_status
+
+    try:
+        rows = lab_status()
+    except (LabError, OSError) as exc:
+        err.print(f"[red]lab status failed:[/] {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+    if not rows:
+        out.print("No lab is running (`make lab` brings it up).")
+        return
+    table = Table(title="Lab containers")
+    for column in ("Container", "Role", "Address", "State"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.name, row.role, row.address, row.state)
+    out.print(table)

@@ -24,7 +24,7 @@ CONNECTION_VARS = {"ansible_connection": "containers.podman.podman"}
 FLEET_INVENTORY = "hosts.yml"
 LAB_INVENTORY = "lab.yml"
 # Lab-only hosts: (name, group, offset in the lab subnet; see topology.ROLE_SLOTS).
-LAB_ONLY_HOSTS = (("lab-origin-1", "origin", 2),)
+LAB_ONLY_HOSTS = (("lab-origin-1", "origin", 2), ("lab-acme-1", "acme", 3))
 
 
 @dataclass(frozen=True)
