@@ -58,6 +58,14 @@ def test_recording_rules_give_the_tenants_figures(stack: PrometheusServer) -> No
 
 
 def test_alerts_see_the_failing_origins(stack: PrometheusServer) -> None:
+    # Each alert becomes pending at the first evaluation after its recording rule has a
+    # value: wait for each one (any pending alert alone raced the later ones).
+    for alert, tenant_id in (
+        ("CdnOriginAuthFailures", "locked"),
+        ("CdnOriginUnreachable", "gone"),
+        ("CdnOriginUnreachable", "broken"),
+    ):
+        stack.wait_for(f'ALERTS{{alertname="{alert}", tenant="{tenant_id}"}}')
     pending = stack.wait_for('ALERTS{alertstate="pending"}')
     by_alert = {(a["metric"]["alertname"], a["metric"].get("tenant")) for a in pending}
     assert ("CdnOriginAuthFailures", "locked") in by_alert
