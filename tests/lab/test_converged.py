@@ -37,6 +37,10 @@ def test_same_inputs_same_fingerprint_and_any_change_shows(tmp_path: Path) -> No
     (root / "roles" / "edge" / "__pycache__").mkdir()
     (root / "roles" / "edge" / "__pycache__" / "x.pyc").write_bytes(b"\0")
     assert fingerprint(root, containers, secrets) == before
+    # Nor is the compile cache the playbooks write under ansible/ (a dot-directory).
+    (root / "ansible" / ".cdnctl-cache").mkdir(parents=True)
+    (root / "ansible" / ".cdnctl-cache" / "compile-cache.index").write_bytes(b"x")
+    assert fingerprint(root, containers, secrets) == before
 
 
 def test_the_inputs_are_what_site_yml_reads() -> None:

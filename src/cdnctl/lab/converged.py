@@ -24,7 +24,9 @@ INPUTS = (
     "pulumi/Pulumi.local.yaml",
     "src/cdnctl",
 )
-IGNORED_PARTS = {"__pycache__", ".pytest_cache"}
+# Not inputs: Python caches and dot-directories (cdnctl's compile cache, which the
+# tenants and certificates playbooks write under ansible/, Ansible's own .ansible/).
+IGNORED_PARTS = {"__pycache__"}
 
 
 def _files(root: Path) -> Iterable[Path]:
@@ -34,7 +36,9 @@ def _files(root: Path) -> Iterable[Path]:
             yield path
         elif path.is_dir():
             for file in sorted(path.rglob("*")):
-                if file.is_file() and not IGNORED_PARTS & set(file.parts):
+                parts = file.relative_to(root).parts
+                hidden = any(part.startswith(".") for part in parts)
+                if file.is_file() and not hidden and not IGNORED_PARTS & set(parts):
                     yield file
 
 
