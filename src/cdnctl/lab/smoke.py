@@ -165,7 +165,7 @@ def pebble_root(acme_address: str, listener_ca: Path) -> str:
     """The issuing root of the lab's pebble (new at each pebble start)."""
     response = httpx.get(
         f"https://{acme_address}:{PEBBLE_MANAGEMENT_PORT}/roots/0",
-        verify=str(listener_ca),
+        verify=ssl.create_default_context(cafile=str(listener_ca)),
         timeout=10,
     )
     response.raise_for_status()
