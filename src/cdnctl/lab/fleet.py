@@ -157,10 +157,11 @@ def lab_up(
     else:
         times.append(_playbook("containers", "lab.yml", echo=echo))
         running = {c.name: c.id for c in lab_status() if c.state == "running"}
+    env = _environment()
     inputs = fingerprint(
         project_root(),
         {name: running.get(name, "") for name in sorted(wanted)},
-        {name: _environment()[name] for name in LAB_SECRETS},
+        {name: env[name] for name in LAB_SECRETS},
     )
     marker = secrets_dir() / CONVERGED_FILE
     if not force_converge and recorded(marker) == inputs:
