@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from cdnctl.cli.common import EXIT_INVALID, Format, err, out, print_problems
+from cdnctl.cli.roll import RestartOpt, UpgradeOpt, run_and_report
 
 if TYPE_CHECKING:
     from cdnctl.lab.fleet import LabUp
@@ -131,6 +132,19 @@ def down() -> None:
         err.print(f"[red]lab down failed:[/] {exc}")
         raise typer.Exit(EXIT_INVALID) from None
     err.print(f"lab down in {sum(t.seconds for t in times):.0f} s", markup=False)
+
+
+@lab_app.command("roll")
+def roll(
+    target: Annotated[str, typer.Argument(metavar="REGION|all", help="A region, or all.")],
+    batch: Annotated[int, typer.Option("--batch", help="Edges of a region at once.")] = 1,
+    restart: RestartOpt = False,
+    upgrade_packages: UpgradeOpt = False,
+) -> None:
+    """`cdnctl roll` on the lab's inventory, with the lab's secrets."""
+    from cdnctl.lab.fleet import inventory_dir, lab_environment
+
+    run_and_report(inventory_dir(), target, batch, restart, upgrade_packages, lab_environment())
 
 
 @lab_app.command("status")

@@ -101,7 +101,7 @@ def _lab_secret(name: str) -> str:
     return value
 
 
-def _environment() -> dict[str, str]:
+def lab_environment() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("CONTAINERS_CONF", str(project_root() / "molecule" / "containers.conf"))
     env["ANSIBLE_CONFIG"] = str(project_root() / "ansible" / "ansible.cfg")
@@ -127,7 +127,7 @@ def _playbook(step: str, playbook: str, *extra: str, echo: Callable[[str], None]
         done = subprocess.run(
             [_ansible_playbook(), playbook, "-i", str(inventory_dir()), *extra],
             cwd=project_root() / "ansible",
-            env=_environment(),
+            env=lab_environment(),
             stdout=out,
             stderr=subprocess.STDOUT,
             check=False,
@@ -157,7 +157,7 @@ def lab_up(
     else:
         times.append(_playbook("containers", "lab.yml", echo=echo))
         running = {c.name: c.id for c in lab_status() if c.state == "running"}
-    env = _environment()
+    env = lab_environment()
     inputs = fingerprint(
         project_root(),
         {name: running.get(name, "") for name in sorted(wanted)},
@@ -198,7 +198,7 @@ def lab_up(
 
 def lab_status() -> list[LabContainer]:
     """The lab's containers (label cdnctl.lab=1) as podman sees them."""
-    env = _environment()
+    env = lab_environment()
 
     def podman(*args: str) -> str:
         done = subprocess.run(

@@ -172,7 +172,7 @@ def pebble_root(acme_address: str, listener_ca: Path) -> str:
     return response.text
 
 
-def _https_get(client: httpx.Client, address: str, name: str, path: str) -> httpx.Response:
+def https_get(client: httpx.Client, address: str, name: str, path: str) -> httpx.Response:
     request = client.build_request(
         "GET", f"https://{address}{path}", headers={"Host": name}, extensions={"sni_hostname": name}
     )
@@ -226,7 +226,7 @@ def _tenant_in_region(
     try:
         with httpx.Client(verify=ssl.create_default_context(cadata=root_pem), timeout=15) as client:
             for address in (first, first, *others):
-                response = _https_get(client, address, tenant.name, path)
+                response = https_get(client, address, tenant.name, path)
                 statuses.append(
                     f"{address}:{response.status_code}:{response.headers.get('X-Cache-Status')}"
                 )
