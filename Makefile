@@ -44,8 +44,8 @@ lint: setup  ## ruff + yamllint
 	$(BIN)/cdnctl validate tenants
 	$(BIN)/ansible-lint
 
-unit: setup  ## pytest only
-	$(BIN)/pytest
+unit: setup  ## pytest, all but the lab's tests (make lab-test)
+	$(BIN)/pytest -m "not lab"
 
 image: deb-packages  ## Build the Molecule base image (only if missing)
 	CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf molecule/image/build.sh
@@ -60,7 +60,7 @@ molecule: setup image  ## Molecule scenarios on podman (systemd containers)
 	    $(BIN)/molecule -c molecule/base.yml test -s $$scenario || exit 1; \
 	done
 
-test: setup lint molecule unit  ## Lint, Molecule, then every pytest test (what CI runs)
+test: setup lint molecule unit lab-test  ## Lint, Molecule, pytest, then the lab's tests (what CI runs)
 
 lab: setup image  ## Bring up the multi-region lab (podman; a second run skips what did not change)
 	CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf PATH="$(CURDIR)/$(BIN):$$PATH" \
@@ -73,10 +73,11 @@ lab-down: setup  ## Remove the lab (containers, network, inventory, its certific
 	CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf PATH="$(CURDIR)/$(BIN):$$PATH" \
 	  $(BIN)/cdnctl lab down
 
-# tests/lab/test_fleet_lab.py: lab up, smoke, status, second up, down (about 10 min).
-lab-test: setup image  ## The multi-region lab's own test (not yet part of make test: CI budget)
-	CDNCTL_LAB_TEST=1 CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf \
-	  PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/lab/test_fleet_lab.py -s
+# Every test using the shared lab (tests/lab/conftest.py `fleet_lab`): one lab up for all of
+# them, taken down at the end when this run brought it up (about 10 min on 2 cores).
+lab-test: setup image  ## The tests that run against the multi-region lab (part of make test)
+	CONTAINERS_CONF=$(CURDIR)/molecule/containers.conf PATH="$(CURDIR)/$(BIN):$$PATH" \
+	  $(BIN)/pytest -m lab -s
 
 preview: setup  ## One local edge + the sample origins, applying tenants/ edits live
 	$(BIN)/cdnctl lab

@@ -5,85 +5,41 @@ The smoke test's checks are the assertions: every sample tenant through every re
 host (ECS subnet of the region) and over HTTPS (pebble's root) through the edge it names,
 MISS then HIT; one origin fetch per object per region behind its shield; every Prometheus
 target up. A lab that was already running is used as it is and left running; one this test
-brought up it takes down again, and then nothing labelled cdnctl.lab is left.
+brought up it takes down again, and then nothing labelled cdnctl.lab is left (the shared
+`fleet_lab` fixture of tests/lab/conftest.py checks that at the end of the session).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from cdnctl.cli.app import app
-from cdnctl.lab.fleet import LabUp, lab_down, lab_status, lab_up
-from tests.conftest import ROOT
-
-# About 10 minutes on 2 cores: run by `make lab-test` (CDNCTL_LAB_TEST=1), not yet by
-# `make test` until the CI budget for it is measured (README, "The two commands").
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not os.environ.get("CDNCTL_LAB_TEST"), reason="the multi-region lab: make lab-test"
-    ),
-]
-
-ENV = {"CONTAINERS_CONF": str(ROOT / "molecule" / "containers.conf")}
+from cdnctl.lab.fleet import lab_status, lab_up
+from tests.lab.conftest import FleetLab
 
 
-def podman(*args: str) -> str:
-    return subprocess.run(
-        ["podman", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, **ENV},
-    ).stdout
-
-
-@dataclass
-class Run:
-    up: LabUp
-    brought_up: bool  # this module started the lab (so it takes it down)
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Run]:
-    os.environ.setdefault("CONTAINERS_CONF", ENV["CONTAINERS_CONF"])
-    brought_up = not lab_status()
-    run = None
-    try:
-        run = Run(lab_up(None, echo=print), brought_up)
-        yield run
-    finally:
-        if brought_up and lab_status():  # a failure before the last test: clean up anyway
-            lab_down(echo=print)
-
-
-def test_every_tenant_through_every_region_over_https(lab: Run) -> None:
-    report = lab.up.smoke
+def test_every_tenant_through_every_region_over_https(fleet_lab: FleetLab) -> None:
+    report = fleet_lab.up.smoke
     assert report.ok, [f"{c.region}: {c.what}: {c.detail}" for c in report.failed]
-    regions = {r.name for r in lab.up.view.regions}
+    regions = {r.name for r in fleet_lab.up.view.regions}
     assert regions == {"eu", "us"}
     for region in regions:
         checks = [c.what for c in report.checks if c.region == region]
-        for tenant in lab.up.tenants:
+        for tenant in fleet_lab.up.tenants:
             assert any(tenant.name in w and "GeoDNS" in w for w in checks), checks
             assert any(tenant.name in w and "HTTPS" in w for w in checks), checks
             assert any(tenant.name in w and "origin fetch" in w for w in checks), checks
         assert any(w.startswith("Prometheus") for w in checks), checks
     print(f"\nsmoke: {len(report.checks)} checks in {report.seconds:.1f} s")
-    print("lab up: " + ", ".join(f"{t.name} {t.seconds:.0f} s" for t in lab.up.times))
+    print("lab up: " + ", ".join(f"{t.name} {t.seconds:.0f} s" for t in fleet_lab.up.times))
 
 
-def test_status_lists_every_host_running(lab: Run) -> None:
+def test_status_lists_every_host_running(fleet_lab: FleetLab) -> None:
     rows = {row.name: row for row in lab_status()}
-    for _, host, role, address in lab.up.view.hosts:
+    for _, host, role, address in fleet_lab.up.view.hosts:
         assert rows[host].state == "running", rows[host]
         assert rows[host].role == role and rows[host].address == address
     result = CliRunner().invoke(app, ["lab", "status"])
@@ -91,7 +47,7 @@ def test_status_lists_every_host_running(lab: Run) -> None:
     assert "eu-edge-1" in result.stdout and "running" in result.stdout
 
 
-def test_a_second_up_changes_nothing_and_passes_again(lab: Run) -> None:
+def test_a_second_up_changes_nothing_and_passes_again(fleet_lab: FleetLab) -> None:
     """Nothing site.yml reads changed: its converge is skipped (cdnctl.lab.converged), the
     certificates step issues and sends nothing, and the smoke test passes again."""
     again = lab_up(None, echo=print)
@@ -111,14 +67,3 @@ def recap(playbook: str) -> dict[str, int]:
         if "changed=" in line and " : " in line:
             changed[line.split(" : ")[0].strip()] = int(line.split("changed=")[1].split()[0])
     return changed
-
-
-def test_down_leaves_nothing_behind(lab: Run) -> None:
-    if not lab.brought_up:
-        pytest.skip("the lab was running before this module: left as it was")
-    lab_down(echo=print)
-    assert lab_status() == []
-    assert podman("ps", "-aq", "--filter", "label=cdnctl.lab=1").split() == []
-    networks = json.loads(podman("network", "ls", "--format", "json"))
-    assert [n["name"] for n in networks if (n.get("labels") or {}).get("cdnctl.lab")] == []
-    assert not (ROOT / "inventories" / "lab" / "hosts.yml").exists()
