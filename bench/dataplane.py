@@ -257,6 +257,17 @@ def _latency_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def slowest_without_apply(edge: EdgeNode, seconds: int = 3) -> float:
+    """The slowest request of the same load as apply_under_load's, with no apply: the
+    baseline of its slowest_request_ms_during_apply (ms)."""
+    out = subprocess.run(
+        ["wrk", "-t1", "-c2", f"-d{seconds}s", "-H", f"Host: {HOST}", f"{edge.base_url}{PATH}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    slowest = re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    return round(_latency_ms(slowest), 1)
+
+
 def apply_under_load(edge: EdgeNode, body: bytes, delta: bool = False) -> dict[str, Any]:
     """POST the bundle (or delta) while wrk (another process: no GIL shared with the
     sender) keeps requesting a cached object; wrk counts every failed request (errors,
@@ -363,6 +374,7 @@ def main() -> None:
             build_started = time.monotonic()
             big = bundle_json(tenants_bundle(100_000, origin.address))
             result["bundle_build_seconds"] = round(time.monotonic() - build_started, 2)
+            result["slowest_request_ms_without_apply"] = slowest_without_apply(big_edge)
             result["apply_100k"] = apply_under_load(big_edge, big)
             # The common case: a commit changes one tenant of a 100k-tenant fleet.
             base = tenants_bundle(100_000, origin.address, changed=4242)
@@ -382,6 +394,11 @@ def main() -> None:
             )
             time.sleep(3)  # the apply's garbage is collected in steps, metrics each second
             result["edge_100k_memory"] = worker_memory(big_edge)
+            baseline = result["slowest_request_ms_without_apply"]
+            result["stall_ms_over_baseline"] = {
+                name: round(result[name]["slowest_request_ms_during_apply"] - baseline, 1)
+                for name in ("apply_100k", "apply_100k_one_changed", "apply_100k_delta_one_changed")
+            }
             if args.apply_only:
                 result["purge_all_ms_median"] = purge_all_latency(big_edge)
                 return finish(result, started)

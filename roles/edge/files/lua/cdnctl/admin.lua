@@ -78,10 +78,31 @@ local function get_config()
     })
 end
 
+-- The request body in memory, or nil and the file nginx wrote it to (not read here: the
+-- apply reads it, off the event loop, see store.apply).
+local function body_or_file()
+    ngx.req.read_body()
+    local data = ngx.req.get_body_data()
+    if data then
+        return data
+    end
+    local file = ngx.req.get_body_file()
+    local f = file and io_open(file, "rb")
+    if not f then
+        return nil
+    end
+    local size = f:seek("end")
+    f:close()
+    if size == 0 then
+        return nil
+    end
+    return nil, file
+end
+
 -- POST /config: a full bundle; POST /config/delta: a delta against the running version.
 local function post_config(delta)
-    local raw, file = read_body()
-    if not raw or raw == "" then
+    local raw, file = body_or_file()
+    if (not raw or raw == "") and not file then
         return respond.json(400, { error = "empty body: POST the resolved bundle JSON" })
     end
     local result, err, status = store.apply(raw, var.http_x_cdnctl_commit, file, delta)
@@ -92,7 +113,11 @@ local function post_config(delta)
     ngx.log(ngx.NOTICE, "cdnctl: config ", result.version, " applied (", result.tenants,
         " tenants", delta and ", delta of " .. result.changed .. " changed, "
         .. result.removed .. " removed)" or ")")
-    return respond.json(200, result)
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["Cache-Control"] = "no-store"
+    ngx.say(cjson.encode(result))
+    ngx.eof() -- (respond.json would end the handler)
+    store.after_apply()
 end
 
 local function post_purge(token)

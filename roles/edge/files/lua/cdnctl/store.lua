@@ -156,7 +156,8 @@ end
 -- bundle does not stall this worker's other requests (init_by_lua cannot yield, and need
 -- not). ngx.sleep(0) does not yield without OpenResty's nginx patch: sleep 1 ms.
 local function pacer()
-    if ngx.get_phase() ~= "content" then
+    -- (a worker thread has no ngx.sleep, and need not yield: see _M.apply)
+    if not ngx.sleep or ngx.get_phase() ~= "content" then
         return function() end
     end
     ngx.update_time()
@@ -452,11 +453,6 @@ local function apply_now(raw, meta, from_disk, body_file)
         dict:delete(key)
     end
     state:incr("gen", 1, 0)
-    -- A removed tenant's cache is purged, so a tenant added back later starts empty.
-    local purged, perr = purge.forget(j.removed)
-    if not purged then
-        ngx.log(ngx.ERR, "cdnctl: cannot persist purge generations: ", perr)
-    end
     local changed = 0
     for _ in pairs(diff.changed) do
         changed = changed + 1
@@ -467,6 +463,7 @@ local function apply_now(raw, meta, from_disk, body_file)
         tenants = parts.count,
         changed = changed,
         removed = #j.removed,
+        removed_ids = j.removed, -- for purge.forget (see forget_removed)
     }
 end
 
@@ -748,10 +745,6 @@ local function apply_delta_now(raw, meta, from_disk, body_file)
         dict:delete(key)
     end
     state:incr("gen", 1, 0)
-    local purged, perr = purge.forget(removed_ids)
-    if not purged then
-        ngx.log(ngx.ERR, "cdnctl: cannot persist purge generations: ", perr)
-    end
     local changed = 0
     for _ in pairs(tenants.changed) do
         changed = changed + 1
@@ -762,6 +755,7 @@ local function apply_delta_now(raw, meta, from_disk, body_file)
         tenants = meta.tenants,
         changed = changed,
         removed = #removed_ids,
+        removed_ids = removed_ids,
         delta = true,
     }
 end
@@ -802,17 +796,106 @@ local function collect_garbage(premature)
     end
 end
 
--- `body_file`: the file nginx wrote `raw` to, if any (it becomes the persisted bundle).
--- `delta`: raw is a delta (see apply_delta_now), not a full bundle.
+-- A removed tenant's cache is purged, so a tenant added back later starts empty. Done by
+-- the caller of an apply: the apply itself may have run in a worker thread.
+local function forget_removed(result)
+    local ids = result.removed_ids
+    result.removed_ids = nil
+    local purged, perr = purge.forget(ids or {})
+    if not purged then
+        ngx.log(ngx.ERR, "cdnctl: cannot persist purge generations: ", perr)
+    end
+    return result
+end
+
+-- The thread pool an apply runs in (nginx.conf: thread_pool), off the event loop.
+local APPLY_POOL = "cdn_apply"
+
+-- In a worker thread of APPLY_POOL (its own Lua VM: no init ran there, no ngx.log, no
+-- ngx.sleep; the shared dicts are the workers'): the apply, as JSON {result} or {error,
+-- status}. `raw`: the body, or nil to read it from `body_file`.
+function _M.thread_apply(settings, raw, body_file, meta, delta)
+    node.settings = settings
+    if raw == nil then
+        local err
+        raw, err = node.read_file(body_file)
+        if not raw then
+            return cjson.encode({ error = "cannot read the request body: " .. tostring(err),
+                status = 500 })
+        end
+    end
+    local ok, result, err, status = pcall(delta and apply_delta_now or apply_now, raw, meta,
+        false, body_file)
+    if not ok then
+        return cjson.encode({ error = "apply failed: " .. tostring(result), status = 500 })
+    end
+    return cjson.encode(result and { result = result } or { error = err, status = or_null(status) })
+end
+
+-- In a worker thread, after the response went out: drop the apply's garbage (a 100k bundle
+-- leaves hundreds of MB) at once; no request waits for this VM.
+function _M.thread_collect()
+    collectgarbage()
+    collectgarbage()
+    return collectgarbage("count")
+end
+
+-- Parsing, checking and writing a bundle of 100k tenants takes seconds of CPU: done in the
+-- event loop, even in slices that yield, every request this worker serves meanwhile waits
+-- for the slice running, and for the garbage collector's atomic steps over the apply's
+-- tables (hundreds of ms). So it runs in a worker thread (ngx.run_worker_thread, its own
+-- Lua VM and heap) and this request waits for it without blocking the event loop; the
+-- shared-dict writes are the same ones, in the same order. Inline only where the nginx
+-- has no such pool (bundle applied in slices, see pacer).
+local function run_apply(raw, meta, body_file, delta)
+    local run = ngx.run_worker_thread
+    if run then
+        local ok, answer = run(APPLY_POOL, "cdnctl.store", "thread_apply", node.settings,
+            raw, body_file, meta, delta)
+        if ok then
+            local doc = cjson.decode(answer)
+            if doc.result then
+                return doc.result
+            end
+            return nil, doc.error, doc.status ~= null and doc.status or nil
+        end
+        if not find(tostring(answer), "no thread pool", 1, true) then
+            return nil, "apply failed in the worker thread: " .. tostring(answer), 500
+        end
+    end
+    if raw == nil then
+        local err
+        raw, err = node.read_file(body_file)
+        if not raw then
+            return nil, "cannot read the request body: " .. tostring(err), 500
+        end
+    end
+    local result, err, status = (delta and apply_delta_now or apply_now)(raw, meta, false,
+        body_file)
+    ngx.timer.at(0, collect_garbage)
+    return result, err, status
+end
+
+-- `raw`: the body, or nil when nginx wrote it to `body_file` (which becomes the persisted
+-- bundle). `delta`: raw is a delta (see apply_delta_now), not a full bundle.
 function _M.apply(raw, commit, body_file, delta)
     if commit ~= nil and (type(commit) ~= "string" or not find(commit, "^[%w._/-]+$")) then
         return nil, "X-Cdnctl-Commit: not a commit id"
     end
     ngx.update_time()
-    local result, err, status = locked(delta and apply_delta_now or apply_now, raw,
-        { commit = or_null(commit), applied_at = ngx.now() }, false, body_file)
-    ngx.timer.at(0, collect_garbage)
-    return result, err, status
+    local result, err, status = locked(run_apply, raw,
+        { commit = or_null(commit), applied_at = ngx.now() }, body_file, delta)
+    if not result then
+        return nil, err, status
+    end
+    return forget_removed(result)
+end
+
+-- After the response to an apply: the worker thread's garbage.
+function _M.after_apply()
+    if ngx.run_worker_thread then
+        ngx.run_worker_thread(APPLY_POOL, "cdnctl.store", "thread_collect")
+    end
 end
 
 -- Files written by cdnctl before bundle.meta.json existed: {"commit", "applied_at",
@@ -848,6 +931,7 @@ function _M.load_persisted()
     if not result then
         return nil, "invalid persisted bundle: " .. tostring(err)
     end
+    forget_removed(result)
     local replayed = 0
     for n = 1, not old_raw and tonumber(meta.deltas) or 0 do
         local path = dir .. string.format(DELTA_FILE, n)
@@ -864,7 +948,7 @@ function _M.load_persisted()
                 tostring(err or "missing"), "): serving ", result.version)
             break
         end
-        result, replayed = next_result, n
+        result, replayed = forget_removed(next_result), n
     end
     if result.version ~= meta.version and not old_raw then
         -- The meta file belongs to another bundle (a crash between the two renames).
