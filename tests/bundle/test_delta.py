@@ -10,8 +10,8 @@ import time
 import pytest
 
 from cdnctl.bundle.compile import compile_paths
-from cdnctl.bundle.delta import DeltaError, make_delta
-from cdnctl.bundle.format import bundle_json, sha256_tag
+from cdnctl.bundle.delta import DeltaError, _decoded_changes, _manifest_changes, make_delta
+from cdnctl.bundle.format import bundle_json, canonical_json, sha256_tag
 from cdnctl.bundle.manifest_store import KEEP, ManifestStore
 from cdnctl.bundle.secrets import resolve_secrets
 from cdnctl.tenants.policy import Policy
@@ -131,3 +131,34 @@ def test_the_store_keeps_the_newest_manifests_and_checks_them(tmp_path):
     path.write_bytes(b"{}")  # tampered with: not that version any more
     assert store.load(sha256_tag(manifests[-1])) is None
     assert store.load("../../etc/passwd") is None
+
+
+def _manifest(tenants: dict, hosts: dict, wildcards: dict | None = None) -> bytes:
+    doc = {"format": 1, "hosts": hosts, "tenants": tenants, "wildcards": wildcards or {}}
+    return canonical_json(doc)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        # one digest changes, one tenant goes, one comes, hosts move
+        (
+            ({"a": "sha256:1", "b": "sha256:2", "c": "sha256:3"}, {"a.t": "a", "b.t": "b"}),
+            ({"a": "sha256:9", "c": "sha256:3", "d": "sha256:4"}, {"a.t": "a", "d.t": "d"}),
+        ),
+        # from and to nothing
+        (({}, {}), ({"a": "sha256:1"}, {"a.t": "a"})),
+        (({"a": "sha256:1"}, {"a.t": "a"}), ({}, {})),
+        # escapes and nulls: not the plain layout, decoded instead
+        (({'q"x': "sha256:1"}, {"a,b": 'q"x'}), ({'q"x': "sha256:2"}, {})),
+        (({"a": None, "b": "sha256:2"}, {}), ({"a": "sha256:1", "b": "sha256:2"}, {})),
+        (({"a,b": "sha256:1", "c": "sha256:1"}, {}), ({"a,b": "sha256:2"}, {"x": "a,b"})),
+    ],
+)
+def test_manifest_changes_without_decoding_equal_the_decoded_ones(before, after):
+    old, new = _manifest(*before), _manifest(*after)
+    fast = _manifest_changes(old, new)
+    decoded = _decoded_changes(old, new)
+    assert fast is None or fast == decoded
+    plain = b"\\" not in old + new and b"null" not in old + new
+    assert (fast is not None) == plain
