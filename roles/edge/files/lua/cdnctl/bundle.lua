@@ -283,17 +283,30 @@ canonical = function(v)
 end
 
 -- The manifest's tenants member for the ids in the given order.
+-- (one concat of the pieces, no string per tenant: ids and digests that need no escape,
+-- the usual case, go in as they are)
+local NEEDS_ESCAPE = '[%z\1-\31"\\]'
+
 local function tenants_member(ids, count, digests)
-    local out = {}
+    local out, n = { '"tenants":{' }, 1
     for i = 1, count do
         local id = ids[i]
         local digest = digests[id]
         if type(digest) ~= "string" then
             return nil, "tenant " .. id .. ": digest: must be sha256:<64 hex>"
         end
-        out[i] = canonical_string(id) .. ":" .. canonical_string(digest)
+        if find(id, NEEDS_ESCAPE) or find(digest, NEEDS_ESCAPE) then
+            out[n + 1] = i > 1 and "," or ""
+            out[n + 2] = canonical_string(id) .. ":" .. canonical_string(digest)
+            n = n + 2
+        else
+            out[n + 1], out[n + 2], out[n + 3] = i > 1 and ',"' or '"', id, '":"'
+            out[n + 4], out[n + 5] = digest, '"'
+            n = n + 5
+        end
     end
-    return '"tenants":{' .. concat(out, ",") .. "}"
+    out[n + 1] = "}"
+    return concat(out)
 end
 
 -- The manifest's bytes straight from the text cdnctl wrote (already canonical, tenants in

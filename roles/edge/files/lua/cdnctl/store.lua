@@ -179,7 +179,7 @@ end
 -- Writes with undo: a failed write restores every key written before it. A table read by
 -- module functions, not closures (see bundle.parts_of: traces would keep the undo list).
 local function journal()
-    return { undo = {}, n = 0 }
+    return { keys = {}, previous = {}, n = 0 }
 end
 
 local function journal_set(j, key, value, previous)
@@ -189,14 +189,14 @@ local function journal_set(j, key, value, previous)
     end
     local n = j.n + 1
     j.n = n
-    j.undo[n] = { key, previous }
+    j.keys[n], j.previous[n] = key, previous
     return true
 end
 
 local function journal_rollback(j)
-    local undo = j.undo
+    local keys, previous_of = j.keys, j.previous
     for i = j.n, 1, -1 do
-        local key, previous = undo[i][1], undo[i][2]
+        local key, previous = keys[i], previous_of[i]
         if previous then
             dict:safe_set(key, previous)
         else
@@ -287,7 +287,7 @@ end
 
 -- What differs from the running config. A tenant whose text has the running fingerprint
 -- is unchanged and is neither copied nor decoded; every other one is decoded and checked.
--- Returns {present = {id: position}, changed = {id: decoded}, texts = {id: text} of the
+-- Returns {present = {id: position}, changed = {id: {domains}}, texts = {id: text} of the
 -- changed ones, digests, fingerprints}.
 local function diff_tenants(parts, running, pace)
     local present, changed, texts, digests, fingerprints = {}, {}, {}, {}, {}
@@ -323,7 +323,9 @@ local function diff_tenants(parts, running, pace)
             if terr then
                 return nil, "tenant " .. id .. ": " .. terr
             end
-            changed[id] = t
+            -- only the domains are read again (check_index): the rest is garbage at once,
+            -- not 100k live tables for the collector to traverse
+            changed[id] = { domains = t.domains }
             texts[id] = text
             digests[id] = t.digest or null
         end
@@ -816,6 +818,8 @@ local APPLY_POOL = "cdn_apply"
 -- status}. `raw`: the body, or nil to read it from `body_file`.
 function _M.thread_apply(settings, raw, body_file, meta, delta)
     node.settings = settings
+    -- Fewer GC cycles while the apply allocates (collected at once after, thread_collect).
+    collectgarbage("setpause", 400)
     if raw == nil then
         local err
         raw, err = node.read_file(body_file)
