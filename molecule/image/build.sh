@@ -17,12 +17,12 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 image="${1:-${CDNCTL_MOLECULE_IMAGE:-localhost/cdnctl-systemd:bookworm}}"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/../containers.conf}"
-base_packages="python3,systemd,systemd-sysv,dbus,iproute2,ca-certificates,curl"
+base_packages="python3,python3-apt,systemd,systemd-sysv,dbus,iproute2,ca-certificates,curl"
 # Keep in sync with roles/openresty/defaults (debian flavour) and roles/node_exporter.
 preinstalled="nginx,libnginx-mod-http-lua,lua-resty-core,lua-resty-lrucache,lua-cjson"
 preinstalled="$preinstalled,libnginx-mod-http-brotli-filter,prometheus-node-exporter"
-# Keep in sync with roles/geodns, roles/prometheus and roles/lab_pebble (Debian packages).
-preinstalled="$preinstalled,gdnsd,prometheus,pebble"
+# Keep in sync with roles/geodns, roles/prometheus, roles/lab_pebble and roles/lab_origin.
+preinstalled="$preinstalled,gdnsd,prometheus,pebble,python3-typer"
 packages="$base_packages,$preinstalled"
 # Packaged services stay off until a role runs its own unit on the hosts that need it (no
 # stray nginx on :80 of a DNS or Prometheus host).
