@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cdnctl.lab.converged import INPUTS, fingerprint, forget, record, recorded
+from cdnctl.lab.converged import INPUTS, NOT_READ, fingerprint, forget, record, recorded
 from tests.conftest import ROOT
 
 
@@ -41,6 +41,18 @@ def test_same_inputs_same_fingerprint_and_any_change_shows(tmp_path: Path) -> No
     (root / "ansible" / ".cdnctl-cache").mkdir(parents=True)
     (root / "ansible" / ".cdnctl-cache" / "compile-cache.index").write_bytes(b"x")
     assert fingerprint(root, containers, secrets) == before
+    # Nor are the playbooks site.yml does not import; site.yml itself is.
+    (root / "ansible" / "rolling.yml").write_text("---\n")
+    assert fingerprint(root, containers, secrets) == before
+    (root / "ansible" / "site.yml").write_text("---\n")
+    assert fingerprint(root, containers, secrets) != before
+
+
+def test_the_playbooks_left_out_are_not_imported_by_site_yml() -> None:
+    site = (ROOT / "ansible" / "site.yml").read_text(encoding="utf-8")
+    for playbook in NOT_READ:
+        assert (ROOT / playbook).is_file(), playbook
+        assert Path(playbook).name not in site, playbook
 
 
 def test_the_inputs_are_what_site_yml_reads() -> None:

@@ -27,6 +27,8 @@ INPUTS = (
 # Not inputs: Python caches and dot-directories (cdnctl's compile cache, which the
 # tenants and certificates playbooks write under ansible/, Ansible's own .ansible/).
 IGNORED_PARTS = {"__pycache__"}
+# Playbooks under ansible/ that site.yml does not import: editing them needs no converge.
+NOT_READ = {"ansible/lab.yml", "ansible/certificates.yml", "ansible/rolling.yml"}
 
 
 def _files(root: Path) -> Iterable[Path]:
@@ -38,7 +40,8 @@ def _files(root: Path) -> Iterable[Path]:
             for file in sorted(path.rglob("*")):
                 parts = file.relative_to(root).parts
                 hidden = any(part.startswith(".") for part in parts)
-                if file.is_file() and not hidden and not IGNORED_PARTS & set(parts):
+                read = "/".join(parts) not in NOT_READ
+                if file.is_file() and read and not hidden and not IGNORED_PARTS & set(parts):
                     yield file
 
 
