@@ -260,6 +260,7 @@ def _latency_ms(text: str) -> float:
 def slowest_without_apply(edge: EdgeNode, seconds: int = 3) -> float:
     """The slowest request of the same load as apply_under_load's, with no apply: the
     baseline of its slowest_request_ms_during_apply (ms)."""
+    httpx.get(f"{edge.base_url}{PATH}", headers={"Host": HOST})  # cached before, as there
     out = subprocess.run(
         ["wrk", "-t1", "-c2", f"-d{seconds}s", "-H", f"Host: {HOST}", f"{edge.base_url}{PATH}"],
         capture_output=True, text=True, check=True,
