@@ -852,8 +852,6 @@ function _M.thread_apply(settings, raw, body_file, meta, delta)
     if not niced then
         nice_this_thread()
     end
-    -- Fewer GC cycles while the apply allocates (collected at once after, thread_collect).
-    collectgarbage("setpause", 400)
     if raw == nil then
         local err
         raw, err = read_whole(body_file)
