@@ -895,7 +895,8 @@ local function run_apply(raw, meta, body_file, delta)
             end
             return nil, doc.error, doc.status ~= null and doc.status or nil
         end
-        if not find(tostring(answer), "no thread pool", 1, true) then
+        -- ("thread pool cdn_apply not found": an nginx.conf without it, applied inline)
+        if not find(tostring(answer), "thread pool " .. APPLY_POOL .. " not found", 1, true) then
             return nil, "apply failed in the worker thread: " .. tostring(answer), 500
         end
     end
