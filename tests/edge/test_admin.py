@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+import cdnctl.edge.runner as runner
 from cdnctl.bundle.synthetic import bundle_bytes, make_bundle, tenant
 from cdnctl.lab.sample_origin import body_for
 from tests.edge.conftest import ADMIN_TOKEN
@@ -273,3 +274,29 @@ def test_hup_reload_keeps_serving_the_running_bundle(edge, make_origin):
         time.sleep(0.1)
     assert edge.admin.get("/config").json()["version"] == bundle["version"]
     assert edge.get("r.test", "/after-hup").status_code == 200
+
+
+def test_an_nginx_conf_without_the_apply_thread_pool_applies_inline(
+    make_node, make_origin, monkeypatch
+):
+    """Applies run in the cdn_apply thread pool (store.lua); an nginx.conf rendered before
+    it existed (or edited) has none, and its edge still applies, in the request."""
+    render = runner.write_instance
+
+    def without_pool(settings):
+        render(settings)
+        conf = settings.prefix / "conf" / "nginx.conf"
+        text = conf.read_text()
+        assert "thread_pool cdn_apply" in text
+        conf.write_text(text.replace("thread_pool cdn_apply threads=1;", ""))
+
+    monkeypatch.setattr(runner, "write_instance", without_pool)
+    origin = make_origin("q")
+    node = make_node("nopool", workers=1)
+    first = make_bundle(tenant("q", ["q.test"], origin.address))
+    assert node.apply(first).status_code == 200
+    second = make_bundle(tenant("q", ["q.test"], origin.address, default_ttl=5))
+    answer = node.apply(second)
+    assert answer.status_code == 200
+    assert answer.json()["changed"] == 1
+    assert node.get("q.test", "/x").content == body_for("q", "/x", 1024)
