@@ -1,0 +1,118 @@
+"""Checking a canary edge after it took a new bundle: a smoke request per changed tenant
+through its public listener, then the changed tenants' 5xx ratio over a short window.
+
+The 5xx ratio comes from the edge's own admin `/metrics` (`cdn_requests_total` by tenant
+and status class): the counters are read before the smoke requests and after the window,
+so real traffic through the canary during the window counts as much as the smoke requests.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from cdnctl.bundle.rollout import SMOKE_LABEL
+from cdnctl.edge.admin_client import Edge, EdgeError
+
+SMOKE_PATH = "/"
+_SAMPLE = re.compile(
+    r'^cdn_requests_total\{tenant="(?P<tenant>[^"]*)",status_class="(?P<status>[^"]*)"'
+    r"[^}]*\}\s+(?P<value>[0-9.eE+]+)$"
+)
+
+
+@dataclass(frozen=True)
+class CanaryVerdict:
+    ok: bool
+    reason: str = ""  # "smoke" or "error_ratio" when not ok
+    detail: str = ""
+
+
+def smoke_host(domains: Sequence[str]) -> str:
+    """The host name to request a tenant on (its first domain; a wildcard gets a label)."""
+    domain = domains[0]
+    return f"{SMOKE_LABEL}{domain[1:]}" if domain.startswith("*.") else domain
+
+
+def admin_metrics(edge: Edge, token: str, timeout: float = 10.0) -> str:
+    """The edge's admin `GET /metrics` (Prometheus text)."""
+    try:
+        response = httpx.get(
+            f"{edge.url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise EdgeError(f"{edge.url}/metrics: {type(exc).__name__}: {exc}") from None
+    if response.status_code != 200:
+        raise EdgeError(f"{edge.url}/metrics: HTTP {response.status_code}", response.status_code)
+    return response.text
+
+
+def request_counts(
+    edge: Edge, token: str, tenants: Sequence[str]
+) -> dict[str, tuple[float, float]]:
+    """{tenant: (all requests, 5xx requests)} from the edge's admin /metrics."""
+    wanted = set(tenants)
+    counts: dict[str, list[float]] = {tenant: [0.0, 0.0] for tenant in wanted}
+    for line in admin_metrics(edge, token).splitlines():
+        match = _SAMPLE.match(line)
+        if match is None or match["tenant"] not in wanted:
+            continue
+        value = float(match["value"])
+        counts[match["tenant"]][0] += value
+        if match["status"] == "5xx":
+            counts[match["tenant"]][1] += value
+    return {tenant: (total, errors) for tenant, (total, errors) in counts.items()}
+
+
+def check_canary(
+    edge: Edge,
+    token: str,
+    public_url: str,
+    changed: Mapping[str, Sequence[str]],
+    *,
+    window: float,
+    max_error_ratio: float,
+    timeout: float = 10.0,
+) -> CanaryVerdict:
+    """Smoke-test every changed tenant ({tenant: domains}) through the canary's public
+    listener, then watch their 5xx ratio for `window` seconds."""
+    if not changed:
+        return CanaryVerdict(True)
+    try:
+        before = request_counts(edge, token, list(changed))
+    except EdgeError as exc:
+        return CanaryVerdict(False, "smoke", f"cannot read the canary's metrics: {exc}")
+    with httpx.Client(base_url=public_url, timeout=timeout) as http:
+        for tenant, domains in sorted(changed.items()):
+            host = smoke_host(domains)
+            try:
+                response = http.get(SMOKE_PATH, headers={"Host": host})
+            except httpx.HTTPError as exc:
+                return CanaryVerdict(False, "smoke", f"{tenant}: GET {host}{SMOKE_PATH}: {exc}")
+            if response.status_code >= 500:
+                return CanaryVerdict(
+                    False,
+                    "smoke",
+                    f"{tenant}: GET http://{host}{SMOKE_PATH} through the canary answered "
+                    f"{response.status_code}",
+                )
+    time.sleep(window)
+    try:
+        after = request_counts(edge, token, list(changed))
+    except EdgeError as exc:
+        return CanaryVerdict(False, "error_ratio", f"cannot read the canary's metrics: {exc}")
+    for tenant in sorted(changed):
+        total = after[tenant][0] - before[tenant][0]
+        errors = after[tenant][1] - before[tenant][1]
+        if total > 0 and errors / total > max_error_ratio:
+            return CanaryVerdict(
+                False,
+                "error_ratio",
+                f"{tenant}: {errors:.0f} of {total:.0f} requests through the canary were 5xx "
+                f"within {window:g} s (over the {max_error_ratio:.0%} allowed)",
+            )
+    return CanaryVerdict(True)

@@ -1,0 +1,487 @@
+"""`cdnctl sync`: the pull-based GitOps reconciler that runs on the control node.
+
+One cycle (`Syncer.cycle`): fetch the branch into a work tree; when it names a commit not
+yet handled, validate it fleet-wide (domain conflicts reported on the files the commit
+adds or edits), compile, resolve every secret, then apply with a canary: one reachable
+edge per region takes the bundle first and must pass `canary.check_canary` for every
+tenant it adds or changes; then the other edges in parallel. Every edge records the commit
+(`X-Cdnctl-Commit`, shown by `GET /config`), and the state file records the last good
+commit and its bundle.
+
+A commit that is invalid, whose secrets do not resolve, whose canary fails or whose apply
+fails on an edge that answered is rejected: every edge that took it goes back to the last
+good bundle (the other edges never see it), the rejection is logged and counted, and the
+same commit is not tried again; the next commit is handled normally. An edge that cannot
+be reached is skipped (logged), not a failure: each cycle compares every edge's running
+version with the last good one and brings a drifted or returning edge back to it.
+
+Removing a tenant file removes the tenant from the bundle; an edge drops (and purges) the
+tenants a bundle no longer holds when it applies it. DNS is not changed here: the zones
+(`cdnctl dns`, the geodns role) name the platform's edges, so a new tenant is on every edge
+before its customer's CNAME can reach it; when a removal needs its zone records gone first,
+render the zones before pushing the commit that removes the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cdnctl.bundle.compile import compile_paths
+from cdnctl.bundle.format import bundle_json
+from cdnctl.bundle.manifest_store import ManifestStore
+from cdnctl.bundle.plan import GitError, changed_files
+from cdnctl.bundle.secrets import SecretResolutionError, resolve_secrets
+from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT, AdminClient, Edge, EdgeError
+from cdnctl.edge.push import Pusher
+from cdnctl.fleet.canary import check_canary
+from cdnctl.fleet.sync_state import GoodBundle, GoodCommit, Rejected, SyncState
+from cdnctl.fleet.targets import inventory_json
+from cdnctl.tenants.policy import load_policy
+
+GIT_TIMEOUT = 120
+DEFAULT_PUBLIC_PORT = 80
+REASONS = ("fetch", "invalid", "secrets", "canary", "apply", "rollback")
+
+
+class SyncError(RuntimeError):
+    """A cycle could not run at all (bad inventory, git failure): nothing was applied."""
+
+
+@dataclass(frozen=True)
+class FleetEdge:
+    edge: Edge  # admin API
+    region: str
+    public_url: str  # the public listener, where tenants' traffic goes
+
+    @property
+    def name(self) -> str:
+        return self.edge.name
+
+
+def fleet_from_inventory(inventory: Path) -> list[FleetEdge]:
+    """The inventory's `edge` group: admin URL (cdn_private_address, cdn_admin_api_port),
+    region (cdn_region) and public listener (cdn_public_address, cdn_public_http_port)."""
+    try:
+        data = inventory_json(inventory)
+    except ValueError as exc:
+        raise SyncError(str(exc)) from None
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    fleet = []
+    for host in data.get("edge", {}).get("hosts", []):
+        hv = hostvars.get(host, {})
+        missing = [key for key in ("cdn_region", "cdn_public_address") if key not in hv]
+        if missing:
+            raise SyncError(
+                f"{inventory}: edge {host} has no {', '.join(missing)}: every edge needs its "
+                "region and public address (see fleet/inventory.py)"
+            )
+        admin = hv.get("cdn_private_address") or hv.get("ansible_host") or host
+        port = hv.get("cdn_admin_api_port", DEFAULT_ADMIN_PORT)
+        public = f"{hv['cdn_public_address']}:{hv.get('cdn_public_http_port', DEFAULT_PUBLIC_PORT)}"
+        fleet.append(
+            FleetEdge(
+                Edge(host, f"http://{admin}:{port}"), str(hv["cdn_region"]), f"http://{public}"
+            )
+        )
+    if not fleet:
+        raise SyncError(f"{inventory}: no hosts in group edge")
+    return fleet
+
+
+@dataclass
+class SyncSettings:
+    repo: str  # path or URL git can clone (a bare repository is fine)
+    branch: str
+    inventory: Path
+    workdir: Path  # the clone, the compile cache
+    state_file: Path
+    token: str
+    tenants_dir: str = "tenants"  # inside the repository
+    vault_secret: str | None = None
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    canary_window: float = 10.0  # seconds the changed tenants' 5xx ratio is watched
+    max_error_ratio: float = 0.05
+    parallel: int = 8  # edges pushed at once after the canaries
+
+
+@dataclass
+class CycleResult:
+    commit: str | None
+    outcome: str  # "applied", "rejected", "unchanged", "caught_up"
+    reason: str = ""
+    detail: str = ""
+    edges: dict[str, str] = field(default_factory=dict)  # edge -> what happened
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome != "rejected"
+
+
+class SyncMetrics:
+    """cdn_sync_* counters for the /metrics endpoint (Prometheus text format)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.last_success: float | None = None
+        self.failures: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self.cycles = 0
+
+    def record(self, result: CycleResult) -> None:
+        with self._lock:
+            self.cycles += 1
+            if result.ok:
+                self.last_success = time.time()
+            else:
+                self.failures[result.reason] = self.failures.get(result.reason, 0) + 1
+
+    def render(self) -> str:
+        with self._lock:
+            lines = [
+                "# HELP cdn_sync_last_success_timestamp_seconds End of the last cycle that "
+                "left the fleet on a good commit.",
+                "# TYPE cdn_sync_last_success_timestamp_seconds gauge",
+                f"cdn_sync_last_success_timestamp_seconds {self.last_success or 0:.3f}",
+                "# HELP cdn_sync_failures_total Commits rejected, by reason.",
+                "# TYPE cdn_sync_failures_total counter",
+                *(
+                    f'cdn_sync_failures_total{{reason="{reason}"}} {count}'
+                    for reason, count in sorted(self.failures.items())
+                ),
+                "# HELP cdn_sync_cycles_total Sync cycles run.",
+                "# TYPE cdn_sync_cycles_total counter",
+                f"cdn_sync_cycles_total {self.cycles}",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def log_event(event: str, **fields: Any) -> None:
+    """One JSON line on stderr: the structured log of the sync loop."""
+    record = {"ts": round(time.time(), 3), "event": event, **fields}
+    print(json.dumps(record, sort_keys=True, default=str), file=sys.stderr, flush=True)
+
+
+def _git(cwd: Path, *args: str) -> str:
+    try:
+        proc = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=GIT_TIMEOUT,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SyncError(f"git {' '.join(args)}: {exc}") from None
+    if proc.returncode != 0:
+        raise SyncError(f"git {' '.join(args)} in {cwd}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+class Syncer:
+    def __init__(self, settings: SyncSettings, metrics: SyncMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or SyncMetrics()
+        self.state = SyncState(settings.state_file)
+        self.clone = settings.workdir / "repo"
+        self.cache_dir = settings.workdir / "cache"
+        self._lock = threading.Lock()  # one cycle at a time (timer and webhook)
+
+    # -- git ---------------------------------------------------------------------------
+    def fetch(self) -> str:
+        """Bring the work tree to the tip of the branch; returns its commit."""
+        branch = self.settings.branch
+        if not (self.clone / ".git").is_dir():
+            self.clone.parent.mkdir(parents=True, exist_ok=True)
+            _git(self.clone.parent, "clone", "--quiet", "--no-checkout", self.settings.repo, "repo")
+        _git(
+            self.clone,
+            "fetch",
+            "--quiet",
+            "--force",
+            "origin",
+            f"+refs/heads/{branch}:refs/sync/tip",
+        )
+        _git(self.clone, "checkout", "--quiet", "--force", "--detach", "refs/sync/tip")
+        return _git(self.clone, "rev-parse", "HEAD")
+
+    # -- one cycle ---------------------------------------------------------------------
+    def cycle(self) -> CycleResult:
+        with self._lock:
+            started = time.perf_counter()
+            result = self._cycle()
+            self.metrics.record(result)
+            log_event(
+                "sync_cycle",
+                commit=result.commit,
+                outcome=result.outcome,
+                reason=result.reason or None,
+                detail=result.detail or None,
+                edges=result.edges,
+                seconds=round(time.perf_counter() - started, 3),
+            )
+            return result
+
+    def _cycle(self) -> CycleResult:
+        fleet = fleet_from_inventory(self.settings.inventory)
+        try:
+            commit = self.fetch()
+        except SyncError as exc:
+            return CycleResult(None, "rejected", "fetch", str(exc))
+        good = self.state.last_good
+        rejected = self.state.last_rejected
+        if (good and good.commit == commit) or (rejected and rejected.commit == commit):
+            return self._catch_up(fleet, commit)
+        return self._apply_commit(fleet, commit)
+
+    def _catch_up(self, fleet: list[FleetEdge], commit: str) -> CycleResult:
+        """Bring every reachable edge whose running version differs from the last good one
+        back to it (an edge that was down, or changed by hand)."""
+        good, bundle = self.state.last_good, self.state.good_bundle()
+        if good is None or bundle is None:
+            return CycleResult(commit, "unchanged", detail="no good commit applied yet")
+        running = self._running(fleet)
+        drifted = [
+            edge
+            for edge in fleet
+            if running[edge.name] is not None and running[edge.name].get("version") != good.version
+        ]
+        if not drifted:
+            return CycleResult(commit, "unchanged")
+        pusher = self._pusher(bundle, good.version)
+        edges = self._push_all(drifted, pusher, good.commit)
+        return CycleResult(commit, "caught_up", edges=edges)
+
+    def _apply_commit(self, fleet: list[FleetEdge], commit: str) -> CycleResult:
+        phases: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def phase(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            phases[name] = round(now - clock, 3)
+            clock = now
+
+        tenants = self.clone / self.settings.tenants_dir
+        policy = load_policy(self.settings.inventory)
+        changed: set[str] = set()
+        good = self.state.last_good
+        if good is not None and tenants.is_dir():
+            try:
+                changed = changed_files(good.commit, tenants)
+            except GitError:
+                changed = set()  # the last good commit is gone (force-push): whole-fleet view
+        if tenants.is_dir():
+            compiled = compile_paths([tenants], policy, cache_dir=self.cache_dir, changed=changed)
+        else:
+            compiled = None
+        phase("validate_compile")
+        if (
+            compiled is None
+            or not compiled.ok
+            or compiled.bundle is None
+            or compiled.version is None
+        ):
+            problems = compiled.problems if compiled else []
+            detail = (
+                "; ".join(p.render() for p in problems[:20])
+                if problems
+                else f"{self.settings.tenants_dir}/ is not a directory in the repository"
+            )
+            return self._reject(commit, "invalid", detail)
+        try:
+            pusher = self._pusher(
+                GoodBundle(compiled.bundle, compiled.manifest or b""), compiled.version
+            )
+        except SecretResolutionError as exc:
+            return self._reject(commit, "secrets", str(exc))
+        phase("secrets")
+        digests = {r.tenant_id: r.digest for r in compiled.results if r.tenant_id and r.digest}
+        domains = {r.tenant_id: list(r.domains) for r in compiled.results if r.tenant_id}
+        self._note_certificates(commit, compiled.results)
+        running = self._running(fleet)
+        reachable = [edge for edge in fleet if running[edge.name] is not None]
+        down = {edge.name: "unreachable" for edge in fleet if running[edge.name] is None}
+        phase("plan")
+        canaries: list[FleetEdge] = []
+        for edge in reachable:
+            if edge.region not in {c.region for c in canaries}:
+                canaries.append(edge)
+        applied: list[FleetEdge] = []
+        edges: dict[str, str] = dict(down)
+        changed_count = 0
+        for canary in canaries:
+            try:
+                with AdminClient(canary.edge, self.settings.token) as client:
+                    before = client.running_tenants().get("tenants") or {}
+                    answer = pusher.push(client, commit)
+            except EdgeError as exc:
+                return self._rollback(
+                    commit, "canary", f"{canary.name}: apply failed: {exc}", applied, edges
+                )
+            applied.append(canary)
+            edges[canary.name] = f"canary: sent {answer.get('sent')}"
+            changed_tenants = {
+                tenant: domains[tenant]
+                for tenant, digest in digests.items()
+                if before.get(tenant) != digest
+            }
+            changed_count = len(changed_tenants)
+            verdict = check_canary(
+                canary.edge,
+                self.settings.token,
+                canary.public_url,
+                changed_tenants,
+                window=self.settings.canary_window,
+                max_error_ratio=self.settings.max_error_ratio,
+            )
+            if not verdict.ok:
+                return self._rollback(
+                    commit,
+                    "canary",
+                    f"{canary.name} ({verdict.reason}): {verdict.detail}",
+                    applied,
+                    edges,
+                )
+        phase("canary")
+        rest = [edge for edge in reachable if edge not in canaries]
+        results = self._push_all(rest, pusher, commit)
+        edges.update(results)
+        failed = [name for name, what in results.items() if what.startswith("failed")]
+        applied += [edge for edge in rest if edge.name not in failed]
+        if failed:
+            detail = "; ".join(f"{name}: {results[name]}" for name in failed)
+            return self._rollback(commit, "apply", detail, applied, edges)
+        phase("apply")
+        self.state.record_good(
+            GoodCommit(commit, compiled.version, time.time()),
+            GoodBundle(compiled.bundle, compiled.manifest or b""),
+        )
+        log_event(
+            "sync_applied",
+            commit=commit,
+            version=compiled.version,
+            tenants=len(digests),
+            tenants_changed=changed_count,
+            edges=len(applied),
+            edges_down=sorted(down),
+            phases=phases,
+        )
+        return CycleResult(commit, "applied", edges=edges)
+
+    # -- helpers -----------------------------------------------------------------------
+    def _note_certificates(self, commit: str, results: list[Any]) -> None:
+        """Certificates are not requested from here yet (`cdnctl certs issue` does it): say
+        so for every ACME tenant, so the gap shows in the log rather than as a TLS error."""
+        acme = sorted(
+            r.tenant_id
+            for r in results
+            if r.tenant_id and r.fragment and b'"certificate":"acme"' in r.fragment
+        )
+        if acme:
+            log_event(
+                "sync_certificates_skipped",
+                commit=commit,
+                tenants=acme[:20],
+                reason="sync does not issue ACME certificates yet: run `cdnctl certs issue`",
+            )
+
+    def _pusher(self, bundle: GoodBundle, version: str) -> Pusher:
+        environ, secret = self.settings.environ, self.settings.vault_secret
+
+        def resolver(document: dict[str, Any]) -> dict[str, Any]:
+            return resolve_secrets(document, environ, vault_secret=secret)
+
+        pusher = Pusher(
+            bundle.bundle,
+            bundle.manifest,
+            version,
+            ManifestStore(self.cache_dir),
+            resolver,
+            lambda: bundle_json(resolver(json.loads(bundle.bundle))),
+        )
+        pusher.prepare()
+        return pusher
+
+    def _running(self, fleet: list[FleetEdge]) -> dict[str, dict[str, Any] | None]:
+        """Each edge's GET /config, None when it cannot be reached or does not answer."""
+
+        def one(edge: FleetEdge) -> dict[str, Any] | None:
+            try:
+                with AdminClient(edge.edge, self.settings.token, timeout=10.0) as client:
+                    return client.running_config()
+            except EdgeError:
+                return None
+
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(self.settings.parallel, len(fleet)))
+        ) as pool:
+            return dict(zip((e.name for e in fleet), pool.map(one, fleet), strict=True))
+
+    def _push_all(self, edges: list[FleetEdge], pusher: Pusher, commit: str) -> dict[str, str]:
+        def one(edge: FleetEdge) -> str:
+            try:
+                with AdminClient(edge.edge, self.settings.token) as client:
+                    return f"sent {pusher.push(client, commit).get('sent')}"
+            except EdgeError as exc:
+                return "unreachable" if exc.status is None else f"failed: {exc}"
+
+        if not edges:
+            return {}
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(self.settings.parallel, len(edges)))
+        ) as pool:
+            return dict(zip((e.name for e in edges), pool.map(one, edges), strict=True))
+
+    def _reject(
+        self, commit: str, reason: str, detail: str, edges: dict[str, str] | None = None
+    ) -> CycleResult:
+        self.state.record_rejected(Rejected(commit, reason, time.time()))
+        return CycleResult(commit, "rejected", reason, detail, edges or {})
+
+    def _rollback(
+        self, commit: str, reason: str, detail: str, applied: list[FleetEdge], edges: dict[str, str]
+    ) -> CycleResult:
+        """Put every edge that took `commit` back on the last good bundle (an empty one
+        when nothing was ever applied), then reject the commit."""
+        good, bundle = self.state.last_good, self.state.good_bundle()
+        if applied:
+            if good is None or bundle is None:
+                empty = self.settings.workdir / "empty-tenants"
+                empty.mkdir(parents=True, exist_ok=True)
+                blank = compile_paths([empty], load_policy(self.settings.inventory))
+                bundle = GoodBundle(blank.bundle or b"", blank.manifest or b"")
+                version, good_commit = blank.version or "", None
+            else:
+                version, good_commit = good.version, good.commit
+            pusher = self._pusher(bundle, version)
+            results = self._push_all(applied, pusher, good_commit or "none")
+            for name, what in results.items():
+                edges[name] = f"rolled back: {what}"
+            if any(what.startswith(("failed", "unreachable")) for what in results.values()):
+                detail += "; rollback incomplete: " + ", ".join(
+                    f"{name} {what}" for name, what in results.items()
+                )
+        return self._reject(commit, reason, detail, edges)
+
+    # -- the loop ----------------------------------------------------------------------
+    def run_forever(
+        self, interval: float, trigger: threading.Event, stop: Callable[[], bool]
+    ) -> None:
+        """A cycle every `interval` seconds, or at once when `trigger` is set (webhook)."""
+        while not stop():
+            try:
+                self.cycle()
+            except SyncError as exc:
+                log_event("sync_error", error=str(exc))
+            trigger.wait(interval)
+            trigger.clear()
