@@ -38,26 +38,6 @@ local function unauthorized()
     return respond.json(401, { error = "unauthorized" }, { ["WWW-Authenticate"] = "Bearer" })
 end
 
--- The request body, and the file nginx wrote it to (if it did).
-local function read_body()
-    ngx.req.read_body()
-    local data = ngx.req.get_body_data()
-    if data then
-        return data
-    end
-    local file = ngx.req.get_body_file()
-    if not file then
-        return nil
-    end
-    local f = io_open(file, "rb")
-    if not f then
-        return nil
-    end
-    data = f:read("*a")
-    f:close()
-    return data, file
-end
-
 local function health()
     local meta = store.meta()
     return respond.json(200, {
@@ -97,6 +77,21 @@ local function body_or_file()
         return nil
     end
     return nil, file
+end
+
+-- The request body, read from the file nginx wrote it to when it is not in memory.
+local function read_body()
+    local data, file = body_or_file()
+    if data or not file then
+        return data
+    end
+    local f = io_open(file, "rb")
+    if not f then
+        return nil
+    end
+    data = f:read("*a")
+    f:close()
+    return data
 end
 
 -- POST /config: a full bundle; POST /config/delta: a delta against the running version.
