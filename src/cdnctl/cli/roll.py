@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from cdnctl.cli.common import EXIT_INVALID, EXIT_USAGE, Format, FormatOpt, err, out
-from cdnctl.edge.admin_client import TokenError, read_token
+from cdnctl.cli.edge import read_token_or_exit
 from cdnctl.fleet import rolling
 from cdnctl.fleet.dns import DnsError
 
@@ -32,14 +32,6 @@ TokenFileOpt = Annotated[
 BatchOpt = Annotated[int, typer.Option("--batch", help="Edges of a region rolled at once.")]
 TargetArg = Annotated[str, typer.Argument(metavar="REGION|all", help="A region, or all.")]
 EdgeArg = Annotated[str, typer.Argument(metavar="EDGE", help="Inventory name of the edge.")]
-
-
-def _token(token_file: Path | None) -> str:
-    try:
-        return read_token(token_file)
-    except TokenError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
 
 
 def _preflight(inventory: Path, target: str, batch: int, token: str) -> rolling.Preflight:
@@ -71,7 +63,7 @@ def preflight(
 ) -> None:
     """Refuse a roll on a degraded fleet: every edge healthy, one bundle version, nothing
     drained or DOWN in GeoDNS, and a batch that leaves each region an edge."""
-    result = _preflight(inventory, target, batch, _token(token_file))
+    result = _preflight(inventory, target, batch, read_token_or_exit(token_file))
     if fmt is Format.json:
         out.print_json(data=result.as_json())
     else:
@@ -91,7 +83,7 @@ def verify(
 ) -> None:
     """After an upgrade: /health, the bundle version, a real request for every tenant."""
     try:
-        problems = rolling.verify(inventory, edge, version or None, _token(token_file))
+        problems = rolling.verify(inventory, edge, version or None, read_token_or_exit(token_file))
     except (rolling.RollError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
@@ -167,7 +159,7 @@ def roll_command(
     """Roll edges region by region, BATCH at a time: drain in GeoDNS, wait for the TTL and
     open connections, upgrade, verify, undrain (ansible/rolling.yml). Stops at the first
     failure, leaving that edge drained, and says how to resume."""
-    env = {**os.environ, "CDNCTL_ADMIN_TOKEN": _token(token_file)}
+    env = {**os.environ, "CDNCTL_ADMIN_TOKEN": read_token_or_exit(token_file)}
     run_and_report(inventory, target, batch, restart, upgrade_packages, env)
 
 
