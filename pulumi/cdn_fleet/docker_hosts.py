@@ -13,7 +13,7 @@ import pulumi_docker as docker
 from cdn_fleet.host import Machine
 from cdnctl.fleet.topology import DockerSettings, FleetConfig, HostSpec, RegionConfig
 
-CONNECTION_VARS = {"ansible_connection": "containers.podman.podman"}
+CONNECTION_VARS = {"ansible_connection": "cdnctl_podman"}
 
 
 def declare_network(settings: DockerSettings) -> docker.Network:

@@ -90,7 +90,7 @@ def test_inventory_reaches_containers_through_podman(local_run: FleetRun) -> Non
     }
     assert set(hosts) == set(addresses)
     for name, host_vars in hosts.items():
-        assert host_vars["ansible_connection"] == "containers.podman.podman"
+        assert host_vars["ansible_connection"] == "cdnctl_podman"
         assert host_vars["ansible_host"] == name
         assert host_vars["cdn_public_address"] == addresses[name]
         assert host_vars["cdn_private_address"] == addresses[name]

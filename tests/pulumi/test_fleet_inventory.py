@@ -115,7 +115,7 @@ def test_from_pulumi_writes_an_inventory_ansible_accepts(
         assert host_vars["cdn_domain"] == run.outputs["inventory"]["vars"]["cdn_domain"]
         assert set(host_vars) >= HOST_VARS
         if stack == "local":
-            assert host_vars["ansible_connection"] == "containers.podman.podman"
+            assert host_vars["ansible_connection"] == "cdnctl_podman"
 
 
 def test_from_pulumi_output_is_deterministic(local_run: FleetRun, tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ from pydantic import (
 )
 
 from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT
-from cdnctl.fleet.targets import ansible_tool
+from cdnctl.fleet.targets import ansible_tool, connection_plugins
 from cdnctl.paths import templates_dir
 from cdnctl.tenants.domains import normalise_domain
 from cdnctl.tenants.validate import FileResult
@@ -630,6 +630,10 @@ class DnsHosts:
                 **os.environ,
                 "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
                 "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+                # Not the caller's extra callbacks (profile_tasks...): they print into the
+                # JSON. Only the stdout one (an empty list is an error; stdout ones load once).
+                "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json",
+                "ANSIBLE_CONNECTION_PLUGINS": connection_plugins(),
             },
         )
         try:

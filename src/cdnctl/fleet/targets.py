@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT, Edge
+from cdnctl.paths import project_root
 
 EDGE_GROUPS = ("edge", "shield")
 
@@ -18,6 +20,13 @@ def ansible_tool(name: str) -> str:
     """An Ansible command: the one installed next to this Python (the venv), else PATH's."""
     beside = Path(sys.executable).with_name(name)
     return str(beside) if beside.is_file() else name
+
+
+def connection_plugins() -> str:
+    """ANSIBLE_CONNECTION_PLUGINS for an ad-hoc `ansible` run: the caller's, then the
+    project's (cdnctl_podman, the lab's connection; playbooks in ansible/ find it alone)."""
+    own = str(project_root() / "ansible" / "connection_plugins")
+    return os.pathsep.join(filter(None, (os.environ.get("ANSIBLE_CONNECTION_PLUGINS"), own)))
 
 
 def inventory_json(inventory: Path) -> dict[str, Any]:

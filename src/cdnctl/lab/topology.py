@@ -20,7 +20,7 @@ from cdnctl.fleet.inventory import OUTPUT_KEY, ROLE_GROUPS, region_group, render
 from cdnctl.fleet.topology import CONFIG_KEY, FleetConfig, load_fleet_config
 from cdnctl.paths import project_root
 
-CONNECTION_VARS = {"ansible_connection": "containers.podman.podman"}
+CONNECTION_VARS = {"ansible_connection": "cdnctl_podman"}
 FLEET_INVENTORY = "hosts.yml"
 LAB_INVENTORY = "lab.yml"
 # Lab-only hosts: (name, group, offset in the lab subnet; see topology.ROLE_SLOTS).
