@@ -12,6 +12,7 @@ from cdnctl.cli import edge as edge_cli
 from cdnctl.cli import preview as preview_cli
 from cdnctl.cli import roll as roll_cli
 from cdnctl.cli import stats as stats_cli
+from cdnctl.cli import sync as sync_cli
 from cdnctl.cli.certs import certs_app
 from cdnctl.cli.inventory import inventory_app
 from cdnctl.cli.lab import lab_app
@@ -30,6 +31,7 @@ app.add_typer(lab_app, name="lab")
 edge_cli.register(app)
 dns_cli.register(app)
 roll_cli.register(app)
+sync_cli.register(app)
 preview_cli.register(app)
 dashboards_cli.register(app)
 stats_cli.register(app)

@@ -46,7 +46,7 @@ from cdnctl.edge.push import Pusher
 from cdnctl.fleet.canary import check_canary
 from cdnctl.fleet.sync_state import GoodBundle, GoodCommit, Rejected, SyncState
 from cdnctl.fleet.targets import inventory_json
-from cdnctl.tenants.policy import load_policy
+from cdnctl.tenants.policy import PolicyError, load_policy
 
 GIT_TIMEOUT = 120
 DEFAULT_PUBLIC_PORT = 80
@@ -109,7 +109,9 @@ class SyncSettings:
     tenants_dir: str = "tenants"  # inside the repository
     vault_secret: str | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
-    canary_window: float = 10.0  # seconds the changed tenants' 5xx ratio is watched
+    # Seconds the changed tenants' 5xx ratio is watched on the canaries (all regions' at
+    # once): short, as a commit is to be live everywhere within seconds.
+    canary_window: float = 1.0
     max_error_ratio: float = 0.05
     parallel: int = 8  # edges pushed at once after the canaries
 
@@ -125,6 +127,14 @@ class CycleResult:
     @property
     def ok(self) -> bool:
         return self.outcome != "rejected"
+
+
+@dataclass(frozen=True)
+class CanaryTrial:
+    took: bool  # the canary runs the new bundle (to roll back on failure)
+    what: str  # for CycleResult.edges
+    changed: int = 0  # tenants the bundle adds or changes on this canary
+    failure: str = ""  # why the canary failed, "" when it passed
 
 
 class SyncMetrics:
@@ -195,6 +205,7 @@ class Syncer:
         self.clone = settings.workdir / "repo"
         self.cache_dir = settings.workdir / "cache"
         self._lock = threading.Lock()  # one cycle at a time (timer and webhook)
+        self._fleet: tuple[tuple[tuple[str, int], ...], list[FleetEdge]] | None = None
 
     # -- git ---------------------------------------------------------------------------
     def fetch(self) -> str:
@@ -231,8 +242,18 @@ class Syncer:
             )
             return result
 
+    def fleet(self) -> list[FleetEdge]:
+        """The inventory's edges, read again only when one of its files changed
+        (`ansible-inventory` takes about a second: most of an idle cycle)."""
+        inventory = self.settings.inventory
+        files = [inventory] if inventory.is_file() else sorted(inventory.rglob("*"))
+        key = tuple((str(path), path.stat().st_mtime_ns) for path in files if path.is_file())
+        if self._fleet is None or self._fleet[0] != key:
+            self._fleet = (key, fleet_from_inventory(inventory))
+        return self._fleet[1]
+
     def _cycle(self) -> CycleResult:
-        fleet = fleet_from_inventory(self.settings.inventory)
+        fleet = self.fleet()
         try:
             commit = self.fetch()
         except SyncError as exc:
@@ -272,7 +293,10 @@ class Syncer:
             clock = now
 
         tenants = self.clone / self.settings.tenants_dir
-        policy = load_policy(self.settings.inventory)
+        try:
+            policy = load_policy(self.settings.inventory)
+        except PolicyError as exc:
+            raise SyncError(str(exc)) from None  # the inventory's fault, not the commit's
         changed: set[str] = set()
         good = self.state.last_good
         if good is not None and tenants.is_dir():
@@ -316,42 +340,22 @@ class Syncer:
         for edge in reachable:
             if edge.region not in {c.region for c in canaries}:
                 canaries.append(edge)
-        applied: list[FleetEdge] = []
         edges: dict[str, str] = dict(down)
-        changed_count = 0
-        for canary in canaries:
-            try:
-                with AdminClient(canary.edge, self.settings.token) as client:
-                    before = client.running_tenants().get("tenants") or {}
-                    answer = pusher.push(client, commit)
-            except EdgeError as exc:
-                return self._rollback(
-                    commit, "canary", f"{canary.name}: apply failed: {exc}", applied, edges
-                )
-            applied.append(canary)
-            edges[canary.name] = f"canary: sent {answer.get('sent')}"
-            changed_tenants = {
-                tenant: domains[tenant]
-                for tenant, digest in digests.items()
-                if before.get(tenant) != digest
-            }
-            changed_count = len(changed_tenants)
-            verdict = check_canary(
-                canary.edge,
-                self.settings.token,
-                canary.public_url,
-                changed_tenants,
-                window=self.settings.canary_window,
-                max_error_ratio=self.settings.max_error_ratio,
-            )
-            if not verdict.ok:
-                return self._rollback(
-                    commit,
-                    "canary",
-                    f"{canary.name} ({verdict.reason}): {verdict.detail}",
-                    applied,
-                    edges,
-                )
+        trials = self._pool_map(
+            lambda canary: self._try_canary(canary, pusher, commit, digests, domains), canaries
+        )
+        applied = [canary for canary, trial in zip(canaries, trials, strict=True) if trial.took]
+        edges.update(
+            {canary.name: trial.what for canary, trial in zip(canaries, trials, strict=True)}
+        )
+        changed_count = max((trial.changed for trial in trials), default=0)
+        failed_canaries = [
+            f"{canary.name}: {trial.failure}"
+            for canary, trial in zip(canaries, trials, strict=True)
+            if trial.failure
+        ]
+        if failed_canaries:
+            return self._rollback(commit, "canary", "; ".join(failed_canaries), applied, edges)
         phase("canary")
         rest = [edge for edge in reachable if edge not in canaries]
         results = self._push_all(rest, pusher, commit)
@@ -412,6 +416,14 @@ class Syncer:
         pusher.prepare()
         return pusher
 
+    def _pool_map(self, work: Callable[[FleetEdge], Any], edges: list[FleetEdge]) -> list[Any]:
+        """`work` on every edge at once (at most `parallel`), results in `edges`' order."""
+        if not edges:
+            return []
+        workers = max(1, min(self.settings.parallel, len(edges)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(work, edges))
+
     def _running(self, fleet: list[FleetEdge]) -> dict[str, dict[str, Any] | None]:
         """Each edge's GET /config, None when it cannot be reached or does not answer."""
 
@@ -422,10 +434,42 @@ class Syncer:
             except EdgeError:
                 return None
 
-        with ThreadPoolExecutor(
-            max_workers=max(1, min(self.settings.parallel, len(fleet)))
-        ) as pool:
-            return dict(zip((e.name for e in fleet), pool.map(one, fleet), strict=True))
+        return dict(zip((e.name for e in fleet), self._pool_map(one, fleet), strict=True))
+
+    def _try_canary(
+        self,
+        canary: FleetEdge,
+        pusher: Pusher,
+        commit: str,
+        digests: Mapping[str, str],
+        domains: Mapping[str, list[str]],
+    ) -> CanaryTrial:
+        """Push to one canary, then smoke-test (and watch) the tenants it did not run as
+        they are now."""
+        try:
+            with AdminClient(canary.edge, self.settings.token) as client:
+                before = client.running_tenants().get("tenants") or {}
+                answer = pusher.push(client, commit)
+        except EdgeError as exc:
+            # Whether the edge took it is unknown: roll it back too (a no-op if it did not).
+            return CanaryTrial(True, f"canary: failed: {exc}", failure=f"apply failed: {exc}")
+        changed = {
+            tenant: domains[tenant]
+            for tenant, digest in digests.items()
+            if before.get(tenant) != digest
+        }
+        verdict = check_canary(
+            canary.edge,
+            self.settings.token,
+            canary.public_url,
+            changed,
+            window=self.settings.canary_window,
+            max_error_ratio=self.settings.max_error_ratio,
+        )
+        what = f"canary: sent {answer.get('sent')}"
+        if verdict.ok:
+            return CanaryTrial(True, what, len(changed))
+        return CanaryTrial(True, what, len(changed), f"{verdict.reason}: {verdict.detail}")
 
     def _push_all(self, edges: list[FleetEdge], pusher: Pusher, commit: str) -> dict[str, str]:
         def one(edge: FleetEdge) -> str:
@@ -435,12 +479,7 @@ class Syncer:
             except EdgeError as exc:
                 return "unreachable" if exc.status is None else f"failed: {exc}"
 
-        if not edges:
-            return {}
-        with ThreadPoolExecutor(
-            max_workers=max(1, min(self.settings.parallel, len(edges)))
-        ) as pool:
-            return dict(zip((e.name for e in edges), pool.map(one, edges), strict=True))
+        return dict(zip((e.name for e in edges), self._pool_map(one, edges), strict=True))
 
     def _reject(
         self, commit: str, reason: str, detail: str, edges: dict[str, str] | None = None
@@ -475,12 +514,19 @@ class Syncer:
 
     # -- the loop ----------------------------------------------------------------------
     def run_forever(
-        self, interval: float, trigger: threading.Event, stop: Callable[[], bool]
+        self,
+        interval: float,
+        trigger: threading.Event,
+        stop: Callable[[], bool],
+        on_result: Callable[[CycleResult], object] | None = None,
     ) -> None:
-        """A cycle every `interval` seconds, or at once when `trigger` is set (webhook)."""
+        """A cycle every `interval` seconds, or at once when `trigger` is set (webhook),
+        until `stop()` (checked between cycles: a cycle under way finishes)."""
         while not stop():
             try:
-                self.cycle()
+                result = self.cycle()
+                if on_result is not None:
+                    on_result(result)
             except SyncError as exc:
                 log_event("sync_error", error=str(exc))
             trigger.wait(interval)

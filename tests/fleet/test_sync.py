@@ -1,0 +1,263 @@
+"""`cdnctl sync` against a real bare git repository and four real edges (2 regions x 2)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cdnctl.cli.app import app
+from cdnctl.edge.runner import free_port
+from cdnctl.fleet.sync import Syncer, SyncSettings
+from cdnctl.fleet.sync_server import SIGNATURE_HEADER, SyncServer, signature
+from tests.conftest import tenant_doc
+from tests.edge.conftest import ADMIN_TOKEN, make_node, make_origin
+
+__all__ = ["make_node", "make_origin"]
+pytestmark = pytest.mark.integration
+REGIONS = {"eu1": "eu", "eu2": "eu", "us1": "us", "us2": "us"}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+class Repo:
+    """A bare repository (what sync fetches) and a work clone that commits and pushes."""
+
+    def __init__(self, root: Path) -> None:
+        self.bare = root / "tenants.git"
+        self.work = root / "work"
+        git(root, "init", "--quiet", "--bare", "--initial-branch=main", str(self.bare))
+        git(root, "clone", "--quiet", str(self.bare), str(self.work))
+        git(self.work, "config", "user.email", "ci@cdnctl.test")
+        git(self.work, "config", "user.name", "ci")
+        (self.work / "tenants").mkdir()
+
+    def write(self, tenant: str, origin: str, **overrides) -> None:
+        doc = tenant_doc(tenant, origin={"url": f"http://{origin}"}, **overrides)
+        (self.work / "tenants" / f"{tenant}.yaml").write_text(yaml.safe_dump(doc))
+
+    def remove(self, tenant: str) -> None:
+        (self.work / "tenants" / f"{tenant}.yaml").unlink()
+
+    def commit(self, message: str) -> str:
+        git(self.work, "add", "--all", "tenants")
+        git(self.work, "commit", "--quiet", "--allow-empty", "-m", message)
+        git(self.work, "push", "--quiet", "origin", "HEAD:main")
+        return git(self.work, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, make_node, make_origin, monkeypatch):
+    """Four edges, an origin, the repository and an inventory naming the edges."""
+    nodes = {name: make_node(name) for name in REGIONS}
+    origin = make_origin("site")
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    (inventory / "group_vars" / "all" / "cdn.yml").write_text(
+        "cdn_tenant_policy:\n  allow_private_origins: true\n"
+    )
+    hosts = {}
+    for name, node in nodes.items():
+        public_host, _, public_port = node.edge.settings.listen.rpartition(":")
+        admin_host, _, admin_port = node.edge.settings.admin_listen.rpartition(":")
+        hosts[name] = {
+            "cdn_region": REGIONS[name],
+            "cdn_public_address": public_host,
+            "cdn_public_http_port": int(public_port),
+            "cdn_private_address": admin_host,
+            "cdn_admin_api_port": int(admin_port),
+        }
+    (inventory / "hosts.yml").write_text(
+        yaml.safe_dump({"all": {"children": {"edge": {"hosts": hosts}}}})
+    )
+    repo = Repo(tmp_path)
+    repo.write("site", origin.address)
+    first = repo.commit("site")
+    monkeypatch.setenv("CDNCTL_ADMIN_TOKEN", ADMIN_TOKEN)
+    settings = SyncSettings(
+        repo=str(repo.bare),
+        branch="main",
+        inventory=inventory,
+        workdir=tmp_path / "sync",
+        state_file=tmp_path / "sync" / "state.json",
+        token=ADMIN_TOKEN,
+        canary_window=0.2,
+    )
+    syncer = Syncer(settings)
+    assert syncer.cycle().outcome == "applied"
+    return {
+        "nodes": nodes,
+        "origin": origin,
+        "repo": repo,
+        "syncer": syncer,
+        "inventory": inventory,
+        "first": first,
+        "tmp": tmp_path,
+    }
+
+
+def configs(fleet) -> dict[str, dict]:
+    return {name: node.admin.get("/config").json() for name, node in fleet["nodes"].items()}
+
+
+def test_a_new_tenant_is_served_by_every_edge_after_one_cycle(fleet):
+    repo, syncer = fleet["repo"], fleet["syncer"]
+    assert {c["commit"] for c in configs(fleet).values()} == {fleet["first"]}
+    repo.write("shop", fleet["origin"].address)
+    commit = repo.commit("onboard shop")
+    result = syncer.cycle()
+    assert (result.outcome, result.commit) == ("applied", commit), result
+    assert {c["commit"] for c in configs(fleet).values()} == {commit}
+    for node in fleet["nodes"].values():
+        assert node.get("cdn.shop.test", "/index.html").status_code == 200
+    assert syncer.state.last_good.commit == commit
+    assert syncer.cycle().outcome == "unchanged"  # nothing new, nothing drifted
+
+
+def test_a_broken_tenant_is_rejected_on_its_file_and_nothing_changes(fleet):
+    repo, syncer = fleet["repo"], fleet["syncer"]
+    before = configs(fleet)
+    # claims the domain tenant `site` already owns: reported on the file the commit adds
+    repo.write("bad", fleet["origin"].address, domains=["cdn.site.test"])
+    commit = repo.commit("bad tenant")
+    result = syncer.cycle()
+    assert (result.outcome, result.reason, result.commit) == ("rejected", "invalid", commit)
+    assert "bad.yaml" in result.detail and "site" in result.detail, result.detail
+    assert "site.yaml" not in result.detail.split(":")[0]
+    assert configs(fleet) == before
+    assert syncer.metrics.failures["invalid"] == 1
+    assert syncer.state.last_good.commit == fleet["first"]
+    assert syncer.cycle().outcome == "unchanged"  # the rejected commit is not tried again
+    # the next good commit applies normally
+    repo.remove("bad")
+    repo.write("shop", fleet["origin"].address)
+    fixed = repo.commit("fix")
+    assert syncer.cycle().outcome == "applied"
+    assert {c["commit"] for c in configs(fleet).values()} == {fixed}
+
+
+def test_a_failed_canary_is_rolled_back_and_the_rest_never_see_it(fleet):
+    repo, syncer = fleet["repo"], fleet["syncer"]
+    before = configs(fleet)
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens: the smoke request gets a 502
+    repo.write("broken", closed)
+    repo.commit("origin down")
+    result = syncer.cycle()
+    assert (result.outcome, result.reason) == ("rejected", "canary"), result
+    assert "broken" in result.detail
+    after = configs(fleet)
+    assert {name: c["version"] for name, c in after.items()} == {
+        name: c["version"] for name, c in before.items()
+    }
+    canaries = [name for name, what in result.edges.items() if what.startswith("rolled back")]
+    assert sorted(REGIONS[name] for name in canaries) == ["eu", "us"]  # one per region
+    others = set(REGIONS) - set(canaries)
+    assert len(others) == 2 and not others & set(result.edges)  # never pushed to
+    assert all(after[name]["commit"] == fleet["first"] for name in others)
+    assert syncer.metrics.failures["canary"] == 1
+    text = syncer.metrics.render()
+    assert 'cdn_sync_failures_total{reason="canary"} 1' in text
+    assert re.search(r"cdn_sync_last_success_timestamp_seconds [1-9]", text)
+
+
+def test_a_removed_tenant_is_404_everywhere_and_its_cache_purged(fleet):
+    repo, syncer, nodes = fleet["repo"], fleet["syncer"], fleet["nodes"]
+    repo.write("gone", fleet["origin"].address)
+    repo.commit("gone")
+    assert syncer.cycle().outcome == "applied"
+    for node in nodes.values():
+        node.get("cdn.gone.test", "/obj")
+        assert node.get("cdn.gone.test", "/obj").headers["X-Cache-Status"] == "HIT"
+    repo.remove("gone")
+    repo.commit("remove gone")
+    assert syncer.cycle().outcome == "applied"
+    assert {node.get("cdn.gone.test", "/obj").status_code for node in nodes.values()} == {404}
+    repo.write("gone", fleet["origin"].address)
+    repo.commit("gone again")
+    assert syncer.cycle().outcome == "applied"
+    statuses = {
+        node.get("cdn.gone.test", "/obj").headers["X-Cache-Status"] for node in nodes.values()
+    }
+    assert statuses == {"MISS"}  # its cache went with it
+
+
+def test_an_edge_that_was_down_catches_up(fleet):
+    repo, syncer, nodes = fleet["repo"], fleet["syncer"], fleet["nodes"]
+    nodes["us2"].edge.stop()
+    repo.write("shop", fleet["origin"].address)
+    commit = repo.commit("shop while us2 is down")
+    result = syncer.cycle()
+    assert result.outcome == "applied" and result.edges["us2"] == "unreachable", result
+    nodes["us2"].edge.start()
+    assert nodes["us2"].admin.get("/config").json()["commit"] == fleet["first"]
+    result = syncer.cycle()
+    assert result.outcome == "caught_up" and list(result.edges) == ["us2"], result
+    assert {c["commit"] for c in configs(fleet).values()} == {commit}
+
+
+def test_the_webhook_triggers_a_cycle_and_refuses_a_bad_signature(fleet):
+    repo, syncer = fleet["repo"], fleet["syncer"]
+    trigger, stopping = threading.Event(), threading.Event()
+    secret = b"hook-secret"
+    server = SyncServer("127.0.0.1:0", syncer.metrics, trigger, secret).start()
+    loop = threading.Thread(
+        target=syncer.run_forever, args=(60.0, trigger, stopping.is_set), daemon=True
+    )
+    loop.start()
+    try:
+        url = f"http://{server.address}"
+        body = b'{"ref": "refs/heads/main"}'
+        bad = httpx.post(f"{url}/hook", content=body, headers={SIGNATURE_HEADER: "sha256=00"})
+        assert bad.status_code == 401
+        assert httpx.post(f"{url}/hook", content=body).status_code == 401
+        repo.write("shop", fleet["origin"].address)
+        commit = repo.commit("shop")
+        good = httpx.post(
+            f"{url}/hook", content=body, headers={SIGNATURE_HEADER: signature(secret, body)}
+        )
+        assert good.status_code == 202
+        for _ in range(200):  # bounded: a cycle with 4 edges takes about a second
+            if syncer.state.last_good.commit == commit:
+                break
+            stopping.wait(0.05)
+        assert syncer.state.last_good.commit == commit
+        assert "cdn_sync_cycles_total" in httpx.get(f"{url}/metrics").text
+    finally:
+        stopping.set()
+        trigger.set()
+        loop.join(timeout=30)
+        server.stop()
+
+
+def test_cli_once_exits_0_on_a_good_commit_and_1_on_a_rejected_one(fleet):
+    repo, tmp = fleet["repo"], fleet["tmp"]
+    args = [
+        "sync",
+        "--repo",
+        str(repo.bare),
+        "--branch",
+        "main",
+        "--inventory",
+        str(fleet["inventory"]),
+        "--state-dir",
+        str(tmp / "cli-state"),
+        "--once",
+    ]
+    ok = CliRunner().invoke(app, args)
+    assert ok.exit_code == 0, ok.output
+    assert fleet["first"][:12] in ok.stdout
+    repo.write("bad", fleet["origin"].address, domains=["cdn.site.test"])
+    repo.commit("bad")
+    rejected = CliRunner().invoke(app, args)
+    assert rejected.exit_code == 1, rejected.output
+    assert "rejected" in rejected.stdout and "bad.yaml" in rejected.stdout
