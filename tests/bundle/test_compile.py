@@ -245,12 +245,29 @@ def test_blob_compaction_keeps_every_fragment(tmp_path, write_tenant, tenants_di
     assert len(list(cache.glob("compile-cache.blob.*"))) == 1
 
 
+def _summary(result):
+    """What a compile gives, comparable between compiles (fragments as bytes)."""
+    return (
+        result.bundle,
+        result.version,
+        result.manifest,
+        [(r.file, r.tenant_id, r.domains, r.fragment and bytes(r.fragment), r.problems, r.digest)
+         for r in result.results],
+        len(result.results),
+        [p.render() for p in result.problems],
+    )  # fmt: skip
+
+
 def test_git_change_detection_always_equals_a_cold_compile(
     tmp_path, write_tenant, tenants_dir, monkeypatch
 ):
     """Through commits, renames, deletions, work-tree edits, untracked and misnamed files and
     a checkout of an older commit, the compile that asks git what changed gives exactly
-    what a cold one gives, and stats only the files git names."""
+    what a cold one gives (bundle, version, manifest, results, problems), and stats only the
+    files git names; the settings-only edits among them patch the last bundle (patch.py),
+    also past the point where its patches are folded into a new bundle file."""
+    from cdnctl.bundle import patch
+
     cache = tmp_path / "cache"
     repo = tenants_dir.parent
 
@@ -273,6 +290,13 @@ def test_git_change_detection_always_equals_a_cold_compile(
     monkeypatch.setattr(
         compile_module, "_stat_key", lambda p: stat_calls.append(p) or real_stat_key(p)
     )
+    patched: list[int] = []
+    real_patch = patch.patch_bundle
+    monkeypatch.setattr(
+        patch, "patch_bundle", lambda *a: (r := real_patch(*a)) and (patched.append(number), r)[1]
+    )
+    monkeypatch.setattr(patch, "MAX_PATCH_BYTES", 2000)  # a new bundle file every few patches
+    number = -1
     steps = [
         lambda: ([write_tenant(f"t{i}") for i in range(8)], commit("eight tenants")),
         lambda: (write_tenant("t1", cache={"default_ttl": 5}), commit("settings")),
@@ -293,6 +317,21 @@ def test_git_change_detection_always_equals_a_cold_compile(
         lambda: commit("drop bad.yml"),
         lambda: git("checkout", "-q", "HEAD~3"),  # an older commit
         lambda: git("checkout", "-q", "-"),
+        # settings only: patched (the first and the last line of the bundle too)
+        lambda: (write_tenant("t1", cache={"default_ttl": 9}), commit("t1 again")),
+        lambda: (write_tenant("new", name="First"), write_tenant("t9", name="Last")),
+        lambda: commit("first and last"),
+        lambda: write_tenant("t6", domains=["b.t6.test", "a.t6.test"]),  # domains: not patched
+        lambda: write_tenant("t6", domains=["a.t6.test", "b.t6.test"]),  # same ones: patched
+        lambda: write_tenant("t6", domains=["a.t6.test", "a.t6.test"]),  # listed twice
+        lambda: write_tenant("t6", domains=["a.t6.test", "b.t6.test"]),
+        lambda: write_tenant("t7", shield="bad"),  # a problem: not patched
+        lambda: write_tenant("t7"),
+        lambda: (write_tenant("t2", name="Two"), write_tenant("t5", name="Five")),
+        lambda: commit("names"),
+        lambda: write_tenant("t8", id="t1"),  # claims another tenant's id
+        lambda: write_tenant("t8", name="Eight"),
+        lambda: write_tenant("t8", name="Eight again"),
     ]
     compile_paths([tenants_dir], Policy(), cache_dir=cache)
     for number, step in enumerate(steps):
@@ -301,10 +340,13 @@ def test_git_change_detection_always_equals_a_cold_compile(
         warm = compile_paths([tenants_dir], Policy(), cache_dir=cache)
         stated = len(stat_calls)
         cold = compile_paths([tenants_dir], Policy(), cache_dir=None)
-        assert warm.bundle == cold.bundle, number
-        assert [p.render() for p in warm.problems] == [p.render() for p in cold.problems]
+        assert _summary(warm) == _summary(cold), number
         if number > 1:  # (the compile after a cold one checks what that one read, once)
             assert stated <= 3, (number, stat_calls)  # only what git named (or was dirty)
+        again = compile_paths([tenants_dir], Policy(), cache_dir=cache)  # nothing changed
+        assert _summary(again) == _summary(cold), number
+    assert len(patched) >= 16, patched
+    assert len(list(cache.glob("compile-cache.bundle.*"))) == 1
 
 
 def test_the_cache_journal_is_replayed_or_dropped(tmp_path, write_tenant, tenants_dir, monkeypatch):

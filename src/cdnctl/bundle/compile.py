@@ -3,7 +3,8 @@
 Deterministic (same tenant files -> byte-identical bundle) and incremental: per-file results
 come from the compile cache when the file is unchanged (in a git work tree, git says which
 files changed since the last compile; elsewhere every file is stat-ed), and cache misses
-are checked in parallel worker processes when there are many of them.
+are checked in parallel worker processes when there are many of them. When git says only a
+few tenants' settings changed, the last bundle is patched instead (patch.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cdnctl.bundle import patch
 from cdnctl.bundle.compile_cache import CompileCache, GitRecord, StatKey, code_fingerprint
 from cdnctl.bundle.format import BUNDLE_FORMAT, sha256_tag
 from cdnctl.bundle.git_changes import GitView
@@ -41,7 +43,7 @@ Progress = Callable[[int], None]
 
 @dataclass
 class CompileResult:
-    results: list[FileResult]
+    results: Sequence[FileResult]  # one per tenant file, in file order
     problems: list[Problem] = field(default_factory=list)
     bundle: bytes | None = None
     version: str | None = None
@@ -110,6 +112,14 @@ def check_tenants(
     git = GitView.of(paths[0]) if cache_dir and len(paths) == 1 and paths[0].is_dir() else None
     fits = _git_record_fits(cache, git)
     seen = git.changed_since(cache.git.head if fits and cache.git else git.head) if git else None
+    stat_keys: dict[str, StatKey] = {}  # the stats the patched compile took
+    if assemble and git is not None and seen is not None and fits and cache_dir is not None:
+        patched = _patched_compile(paths[0], policy, cache, cache_dir, git, seen, stat_keys)
+        if patched is not None:
+            return patched
+    if fits and not cache.index and not _git_record_fits(cache, git):
+        # (reading every entry) they were corrupt, and the cache is empty: ask git anew
+        fits, seen = False, git.changed_since(git.head) if git else None
     listing = _git_listing(paths[0], cache, seen[0]) if seen and fits else None
     if listing is None:
         files, problems = tenant_files(paths)
@@ -121,7 +131,7 @@ def check_tenants(
     unchanged: list[str] = list(known)  # cache entries kept as they are
     fresh: dict[str, tuple[StatKey, bytes, FileResult]] = {}  # new or updated entries
     misses: list[tuple[str, StatKey]] = []
-    stats = [(display, _stat_key(display)) for display in suspects]
+    stats = [(display, stat_keys.get(display) or _stat_key(display)) for display in suspects]
     for (display, key), hit in zip(stats, cache.lookup_all(stats), strict=True):
         if hit is not None:
             results[display] = hit
@@ -162,12 +172,16 @@ def check_tenants(
         ordered, sorted(problems, key=lambda p: (p.file, p.line or 0, p.field))
     )
     indexes = cache.indexes if reuse_fleet else None
+    entries_changed = bool(fresh) or len(unchanged) != len(cache.index)
+    bundle = None if entries_changed else cache.bundle  # still that of exactly the entries
     if assemble and compiled.ok:
         compiled.bundle, compiled.version, indexes, compiled.manifest = assemble_bundle(
             ordered, indexes
         )
         if cache_dir is not None:
             ManifestStore(cache_dir).save(compiled.version, compiled.manifest)
+        if git is not None:  # kept for the next compile to patch (patch.py)
+            bundle = cache.write_bundle(compiled.version, compiled.bundle, len(ordered))
     record = None
     if git is not None and seen is not None:
         prefix = os.path.join(str(paths[0]), "")
@@ -179,14 +193,133 @@ def check_tenants(
             tuple(sorted(p.file for p in problems if p.reason == MISNAMED)),
         )
     if (
-        fresh
-        or len(unchanged) != len(cache.index)
+        entries_changed
         or not reuse_fleet
         or indexes != cache.indexes
         or record != cache.git
+        or bundle != cache.bundle
     ):
-        cache.save(unchanged, fresh, fleet_clean=not fleet_problems, indexes=indexes, git=record)
+        cache.save(
+            unchanged,
+            fresh,
+            fleet_clean=not fleet_problems,
+            indexes=indexes,
+            git=record,
+            bundle=bundle,
+        )
     return compiled
+
+
+def _patched_compile(
+    directory: Path,
+    policy: Policy,
+    cache: CompileCache,
+    cache_dir: Path,
+    git: GitView,
+    seen: tuple[set[str], set[str]],
+    stat_keys: dict[str, StatKey],
+) -> CompileResult | None:
+    """The compile as a patch of the last bundle (patch.py), or None when it cannot be one:
+    files added, removed or misnamed, domains changed, problems, or no last bundle."""
+    last, record = cache.bundle, cache.git
+    if last is None or record is None or record.misnamed or not cache.fleet_clean:
+        return None
+    prefix = os.path.join(str(directory), "")
+    suspects: list[str] = []
+    for name in sorted(seen[0] | {display[len(prefix) :] for display in record.dirty}):
+        if name in IGNORED_FILES or name.startswith("."):
+            continue
+        if not name.endswith(TENANT_SUFFIX):
+            if name.lower().endswith((".yml", ".yaml")):
+                return None  # misnamed: a problem to report
+            continue
+        if not os.path.lexists(prefix + name):
+            return None  # removed
+        suspects.append(prefix + name)
+    if len(suspects) > patch.MAX_FILES:
+        return None
+    manifests = ManifestStore(cache_dir)
+    data, manifest = cache.read_bundle(), manifests.load(last.version)
+    if data is None or manifest is None:
+        return None
+    stat_keys.update((display, _stat_key(display)) for display in suspects)
+    stats = [(display, stat_keys[display]) for display in suspects]
+    edited: list[FileResult] = []
+    fresh: dict[str, tuple[StatKey, bytes, FileResult]] = {}
+    for (display, key), hit in zip(stats, cache.lookup_all(stats, recent=True), strict=True):
+        if hit is None:
+            digest, hit = _read_and_check(display, policy)
+            if not cache.holds(display, key, digest):
+                fresh[display] = (key, digest, hit)
+        if hit.problems:
+            return None
+        edited.append(hit)
+    patched = patch.patch_bundle(data, last, manifest, edited)
+    if patched is None:
+        return None
+    bundle = b"".join(patch.pieces(data, patched.patches))
+    manifests.save(patched.version, patched.manifest)
+    if patched.patch_bytes > patch.MAX_PATCH_BYTES:  # start from a file of this bundle
+        kept = cache.write_bundle(patched.version, bundle, last.tenants)
+    else:
+        kept = last._replace(version=patched.version, patches=patched.patches)
+    git_record = GitRecord(
+        git.top,
+        str(directory),
+        git.head,
+        tuple(sorted({prefix + name for name in seen[1]} | fresh.keys())),
+        (),
+    )
+    if not cache.append(fresh, git=git_record, bundle=kept):
+        unchanged = [display for display in cache.index if display not in fresh]
+        cache.save(
+            unchanged,
+            fresh,
+            fleet_clean=True,
+            indexes=cache.indexes,
+            git=git_record,
+            bundle=kept,
+        )
+    results = LazyResults(last.tenants, lambda: _results_after(cache, fresh, directory, policy))
+    return CompileResult(results, [], bundle, patched.version, patched.manifest)
+
+
+def _results_after(
+    cache: CompileCache,
+    fresh: dict[str, tuple[StatKey, bytes, FileResult]],
+    directory: Path,
+    policy: Policy,
+) -> list[FileResult]:
+    """The results of a patched compile: the cached ones with the fresh ones over them."""
+    others = sorted(display for display in cache.index if display not in fresh)
+    if not others and not cache.index:  # the cache's entries turned out corrupt
+        return list(check_tenants([directory], policy).results)
+    results = dict(zip(others, cache.results_of(others), strict=True))
+    results.update((display, result) for display, (_, _, result) in fresh.items())
+    return [results[display] for display in sorted(results)]
+
+
+class LazyResults(Sequence[FileResult]):
+    """Results made only when something reads them (a patched compile's consumers mostly
+    need the bundle and the count)."""
+
+    def __init__(self, count: int, make: Callable[[], list[FileResult]]) -> None:
+        self._count, self._make = count, make
+        self._items: list[FileResult] | None = None
+
+    def _all(self) -> list[FileResult]:
+        if self._items is None:
+            self._items = self._make()
+        return self._items
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[FileResult]:
+        return iter(self._all())
 
 
 def _git_record_fits(cache: CompileCache, git: GitView | None) -> bool:

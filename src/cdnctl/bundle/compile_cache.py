@@ -7,9 +7,12 @@ content is the same. Entries are only valid for one policy and one build of cdnc
 fingerprint), and a file modified within the cache's own timestamp granularity is always
 re-read, so an edit can never be missed.
 
-The index is `marshal`-ed (plain tuples and strings: fast to load at 100k entries, no code
-can hide in it) and holds offsets into a blob of compiled fragments, so fragments are
-sliced out of one buffer instead of rebuilt.
+The index is `marshal`-ed (plain tuples and strings: no code can hide in it) and holds
+offsets into a blob of compiled fragments, so fragments are sliced out of one buffer
+instead of rebuilt. Its small state (what git said, the host indexes, the last bundle
+assembled from exactly these entries) comes first and its entries are only unmarshalled
+when a compile asks for them (0.3 s at 100k): a compile that patches the last bundle
+(bundle/patch.py) never does. The blob is mapped, not read.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ import contextlib
 import fcntl
 import hashlib
 import marshal
+import mmap
 import os
 import secrets
 import struct
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import cdnctl
 from cdnctl.tenants.problems import Problem
@@ -34,11 +38,12 @@ from cdnctl.tenants.validate import FileResult
 INDEX_NAME = "compile-cache.index"
 JOURNAL_NAME = "compile-cache.journal"  # changes to the index since it was written
 BLOB_PREFIX = "compile-cache.blob."
+BUNDLE_PREFIX = "compile-cache.bundle."  # the last bundle assembled (BundleRecord)
 LOCK_NAME = "compile-cache.lock"
 _RACY_WINDOW_NS = 2_000_000_000
 COMPACT_SLACK = 1 << 20  # garbage tolerated in the blob beyond as much as is live
 JOURNAL_SLACK = 1 << 20  # journal tolerated beyond an eighth of the index
-_FORMAT = 8
+_FORMAT = 9
 _LENGTH = struct.Struct("<Q")
 _SAME = "same"  # in a journal record: this part of the state did not change
 _new_tuple = tuple.__new__
@@ -57,6 +62,18 @@ class GitRecord(NamedTuple):
     head: str
     dirty: tuple[str, ...]
     misnamed: tuple[str, ...]
+
+
+class BundleRecord(NamedTuple):
+    """The bundle the last assembling compile made from exactly the index's entries (every
+    file valid, no fleet problem): the file `name` (`size` bytes) with `patches` applied,
+    each (start, end, text): its bytes [start, end) read as text now (bundle/patch.py)."""
+
+    version: str
+    name: str
+    size: int
+    tenants: int
+    patches: tuple[tuple[int, int, bytes], ...] = ()
 
 
 # The modules whose code decides what `check_file` returns for a file. A change to any of
@@ -104,14 +121,18 @@ class CompileCache:
         self.directory = directory
         self.fingerprint = fingerprint
         # display -> (stat, sha256, tenant id, domains, fragment offset, length, problems,
-        #             tenant digest)
-        self.index: dict[str, tuple] = {}
+        #             tenant digest); unmarshalled on first use (`index`)
+        self._index: dict[str, tuple] | None = {}
+        self._entries = memoryview(b"")  # the index file's marshalled entries
+        self._overlay: dict[str, tuple | None] = {}  # the journal's changes to them
         self.blob = memoryview(b"")
         self.blob_name: str | None = None
         self.written_at_ns = 0
         self.fleet_clean = False  # the last compile found no fleet-wide problem
         self.indexes: tuple[bytes, bytes] | None = None  # its (hosts, wildcards) JSON
         self.git: GitRecord | None = None  # what git said at the last compile
+        self.bundle: BundleRecord | None = None  # the bundle of exactly these entries
+        self._blob_size = 0  # the blob's size at the last save
         self._token = ""  # names the index a journal record applies to
         self._journal_size = 0  # bytes of it applied; -1: unusable (write the index again)
         self._load()
@@ -120,26 +141,53 @@ class CompileCache:
         if self.directory is None or not (self.directory / INDEX_NAME).is_file():
             return
         try:
-            head = marshal.loads((self.directory / INDEX_NAME).read_bytes())
-            fmt, fingerprint, token, blob_name, index, state = head
-            if fmt != _FORMAT or fingerprint != self.fingerprint or not isinstance(index, dict):
+            data = memoryview(_map(self.directory / INDEX_NAME))  # entries: read when used
+            (length,) = _LENGTH.unpack_from(data)
+            fmt, fingerprint, token, blob_name, state = marshal.loads(
+                data[_LENGTH.size : _LENGTH.size + length]
+            )
+            if fmt != _FORMAT or fingerprint != self.fingerprint:
                 return
-            journal_size = self._replay(token, blob_name, index, state)
-            blob = (self.directory / blob_name).read_bytes()
+            overlay: dict[str, tuple | None] = {}
+            journal_size = self._replay(token, blob_name, overlay, state)
+            blob = memoryview(_map(self.directory / blob_name))
             if len(blob) < state[1]:
                 return  # truncated: fragments it points at are gone
-        except (OSError, EOFError, ValueError, TypeError):  # corrupt or foreign: slower only
-            return
-        written_at_ns, _, fleet_clean, indexes, git = state
-        self.index, self.written_at_ns, self.blob_name = index, written_at_ns, blob_name
+        except (OSError, EOFError, ValueError, TypeError, struct.error):
+            return  # corrupt or foreign: slower only
+        written_at_ns, blob_size, fleet_clean, indexes, git, bundle = state
+        self._index, self._entries, self._overlay = None, data[_LENGTH.size + length :], overlay
+        self.written_at_ns, self.blob_name, self._blob_size = written_at_ns, blob_name, blob_size
         self.fleet_clean, self.indexes = bool(fleet_clean), indexes
         self.git = GitRecord(*git) if git else None
-        self.blob = memoryview(blob)
+        self.bundle = BundleRecord(*bundle) if bundle else None
+        self.blob = blob
         self._token, self._journal_size = token, journal_size
 
-    def _replay(self, token: str, blob_name: str, index: dict, state: list) -> int:
-        """Apply the journal's records for this index (each: token, blob, changed entries
-        (None: dropped), state) to `index` and `state`; the bytes applied, or -1 when a
+    @property
+    def index(self) -> dict[str, tuple]:
+        """Every entry (unmarshalled now if not yet: a corrupt index leaves the cache empty,
+        as if there were none)."""
+        if self._index is None:
+            try:
+                index = marshal.loads(self._entries)
+                if not isinstance(index, dict):
+                    raise TypeError("not an index")
+            except (EOFError, ValueError, TypeError):
+                index = {}
+                self.fleet_clean, self.indexes, self.git, self.bundle = False, None, None, None
+                self._journal_size = -1
+            for display, entry in self._overlay.items():
+                if entry is None:
+                    index.pop(display, None)
+                else:
+                    index[display] = entry
+            self._index, self._entries, self._overlay = index, memoryview(b""), {}
+        return self._index
+
+    def _replay(self, token: str, blob_name: str, overlay: dict, state: list) -> int:
+        """Collect the journal's records for this index (each: token, blob, changed entries
+        (None: dropped), state) into `overlay` and `state`; the bytes applied, or -1 when a
         record is torn or foreign (the next save writes the index again)."""
         try:
             journal = (self.directory or Path()).joinpath(JOURNAL_NAME).read_bytes()
@@ -156,21 +204,21 @@ class CompileCache:
             record_token, record_blob, changes, record_state = marshal.loads(record)
             if record_token != token or record_blob != blob_name:
                 return -1
-            for display, entry in changes.items():
-                if entry is None:
-                    index.pop(display, None)
-                else:
-                    index[display] = entry
+            overlay.update(changes)
             if record_state[3] == _SAME:  # the host indexes (megabytes) as they were
                 record_state[3] = state[3]
             state[:] = record_state
             position += _LENGTH.size + length
         return position
 
-    def lookup_all(self, stats: list[tuple[str, StatKey]]) -> list[FileResult | None]:
+    def lookup_all(
+        self, stats: list[tuple[str, StatKey]], *, recent: bool = False
+    ) -> list[FileResult | None]:
         """Per (display, stat): the result of an unchanged file (same stat, not modified
-        near the last write), else None. One tight loop: it runs 100k+ times per compile."""
-        get = self.index.get
+        near the last write), else None. One tight loop: it runs 100k+ times per compile.
+        `recent`: only the entries the journal changed, unless every entry is read already
+        (what a file git names was, most often: the last compiles read it)."""
+        get = self._overlay.get if recent and self._index is None else self.index.get
         blob = self.blob
         racy_from = self.written_at_ns - _RACY_WINDOW_NS
         found: list[FileResult | None] = []
@@ -206,6 +254,12 @@ class CompileCache:
         entry = self.index.get(display)
         return (entry[2], entry[3]) if entry else None
 
+    def holds(self, display: str, stat: StatKey, content_sha256: bytes) -> bool:
+        """Whether the journal's entry of `display` has this stat and content already (a
+        file the last compile read)."""
+        entry = (self._overlay if self._index is None else self._index).get(display)
+        return entry is not None and entry[0] == stat and entry[1] == content_sha256
+
     def stat_of(self, display: str) -> StatKey | None:
         entry = self.index.get(display)
         return entry[0] if entry else None
@@ -218,14 +272,16 @@ class CompileCache:
         fleet_clean: bool,
         indexes: tuple[bytes, bytes] | None,
         git: GitRecord | None = None,
+        bundle: BundleRecord | None = None,
     ) -> None:
         """Write the index of `unchanged` files (entries kept as they are) plus `fresh`
-        (display -> stat, content sha256, result) ones; a file in neither is dropped."""
+        (display -> stat, content sha256, result) ones; a file in neither is dropped.
+        `bundle`: the one assembled from exactly those entries (already written,
+        `write_bundle`)."""
         if self.directory is None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / LOCK_NAME, "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._locked():
             kept = set(unchanged)
             index = {display: self.index[display] for display in kept}
             live = sum(entry[5] for entry in index.values())
@@ -242,50 +298,101 @@ class CompileCache:
                             blob.write(self.blob[entry[4] : entry[4] + entry[5]])
                             index[display] = (*entry[:4], offset, *entry[5:])
                             offset += entry[5]
-                for display, (stat, digest, result) in fresh.items():
-                    position, length = -1, 0
-                    if result.fragment is not None:
-                        position, length = offset, len(result.fragment)
-                        blob.write(result.fragment)
-                        offset += length
-                    problems = tuple(
-                        (p.file, p.field, p.reason, p.fix, p.value, p.line) for p in result.problems
-                    )
-                    index[display] = (
-                        stat,
-                        digest,
-                        result.tenant_id,
-                        result.domains,
-                        position,
-                        length,
-                        problems,
-                        result.digest,
-                    )
-            state = [
-                time.time_ns(),
-                offset,  # the blob's size after this save: a shorter blob is corrupt
-                fleet_clean,
-                indexes,
-                tuple(git) if git else None,
-            ]
-            changes = {display: index[display] for display in fresh}
+                offset = _append_fragments(blob, offset, fresh, index)
+            state = _state(offset, fleet_clean, indexes, git, bundle)
+            changes: dict[str, tuple | None] = {display: index[display] for display in fresh}
             changes.update((display, None) for display in self.index if display not in index)
             if blob_name == self.blob_name and self._journal_fits(changes):
-                if indexes == self.indexes:
-                    state[3] = _SAME
-                record = marshal.dumps((self._token, blob_name, changes, state))
-                with open(self.directory / JOURNAL_NAME, "ab") as journal:
-                    journal.write(_LENGTH.pack(len(record)) + record)
-                self._journal_size += _LENGTH.size + len(record)
+                self._journal(changes, state, same_indexes=indexes == self.indexes)
+                self._drop_stale_bundles(bundle)
                 return
-            head = (_FORMAT, self.fingerprint, secrets.token_hex(8), blob_name, index, state)
-            _write_atomically(self.directory / INDEX_NAME, marshal.dumps(head))
+            head = (_FORMAT, self.fingerprint, secrets.token_hex(8), blob_name, state)
+            head_bytes = marshal.dumps(head)
+            _write_atomically(
+                self.directory / INDEX_NAME,
+                _LENGTH.pack(len(head_bytes)) + head_bytes + marshal.dumps(index),
+            )
             (self.directory / JOURNAL_NAME).unlink(missing_ok=True)
             for stale in self.directory.glob(f"{BLOB_PREFIX}*"):
                 if stale.name != blob_name:
                     stale.unlink(missing_ok=True)
+            self._drop_stale_bundles(bundle)
 
-    def _journal_fits(self, changes: dict[str, tuple | None]) -> bool:
+    def append(
+        self,
+        fresh: dict[str, tuple[StatKey, bytes, FileResult]],
+        *,
+        git: GitRecord | None,
+        bundle: BundleRecord,
+    ) -> bool:
+        """Save `fresh` entries over theirs and keep every other one, the fleet check's
+        result and the host indexes as they are, without unmarshalling the index: one
+        journal record. False (nothing saved) when the journal or the blob would outgrow
+        what is live: then `save`."""
+        if self.directory is None or self.blob_name is None:
+            return False
+        with self._locked():
+            path = self.directory / self.blob_name
+            adding = sum(len(r.fragment) for _, _, r in fresh.values() if r.fragment is not None)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                return False
+            # the last bundle holds every live fragment: a blob within twice its size is
+            # not yet mostly garbage
+            if size + adding > 2 * bundle.size + COMPACT_SLACK or not self._journal_fits(fresh):
+                return False
+            changes: dict[str, tuple | None] = {}
+            with open(path, "ab") as blob:
+                offset = _append_fragments(blob, blob.tell(), fresh, changes)
+            state = _state(offset, self.fleet_clean, self.indexes, git, bundle)
+            self._journal(changes, state, same_indexes=True)
+            self._drop_stale_bundles(bundle)
+            return True
+
+    def write_bundle(self, version: str, data: bytes, tenants: int) -> BundleRecord | None:
+        """Keep `data`, the bundle of `version`, for the next compile to patch
+        (bundle/patch.py); its record for `save` or `append`."""
+        if self.directory is None:
+            return None
+        if self.bundle is not None and self.bundle.version == version:
+            return self.bundle
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"{BUNDLE_PREFIX}{version.removeprefix('sha256:')[:32]}"
+        _write_atomically(self.directory / name, data)
+        return BundleRecord(version, name, len(data), tenants)
+
+    def read_bundle(self) -> mmap.mmap | bytes | None:
+        """The file of the bundle `self.bundle` records (mapped, before its patches), or None
+        when it is missing or not that size."""
+        if self.bundle is None or self.directory is None:
+            return None
+        try:
+            data = _map(self.directory / self.bundle.name)
+        except OSError:
+            return None
+        return data if len(data) == self.bundle.size else None
+
+    def _drop_stale_bundles(self, kept: BundleRecord | None) -> None:
+        for stale in (self.directory or Path()).glob(f"{BUNDLE_PREFIX}*"):
+            if kept is None or stale.name != kept.name:
+                stale.unlink(missing_ok=True)
+
+    def _journal(self, changes: dict, state: list, *, same_indexes: bool) -> None:
+        if same_indexes:
+            state[3] = _SAME
+        record = marshal.dumps((self._token, self.blob_name, changes, state))
+        with open((self.directory or Path()) / JOURNAL_NAME, "ab") as journal:
+            journal.write(_LENGTH.pack(len(record)) + record)
+        self._journal_size += _LENGTH.size + len(record)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open((self.directory or Path()) / LOCK_NAME, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _journal_fits(self, changes: Sized) -> bool:
         """Journal this save, unless the journal is unusable or would outgrow the index."""
         if self._journal_size < 0 or not self._token or self.directory is None:
             return False
@@ -305,6 +412,59 @@ class CompileCache:
             return False
         path = self.directory / self.blob_name
         return path.is_file() and path.stat().st_size <= 2 * live + COMPACT_SLACK
+
+
+def _state(
+    blob_size: int,
+    fleet_clean: bool,
+    indexes: tuple[bytes, bytes] | None,
+    git: GitRecord | None,
+    bundle: BundleRecord | None,
+) -> list:
+    return [
+        time.time_ns(),
+        blob_size,  # the blob's size after this save: a shorter blob is corrupt
+        fleet_clean,
+        indexes,
+        tuple(git) if git else None,
+        tuple(bundle) if bundle else None,
+    ]
+
+
+def _append_fragments(
+    blob: BinaryIO, offset: int, fresh: dict[str, tuple[StatKey, bytes, FileResult]], into: dict
+) -> int:
+    """Append the fragments of `fresh` to the blob at `offset`, their entries into `into`;
+    the blob's size after."""
+    for display, (stat, digest, result) in fresh.items():
+        position, length = -1, 0
+        if result.fragment is not None:
+            position, length = offset, len(result.fragment)
+            blob.write(result.fragment)
+            offset += length
+        problems = tuple(
+            (p.file, p.field, p.reason, p.fix, p.value, p.line) for p in result.problems
+        )
+        into[display] = (
+            stat,
+            digest,
+            result.tenant_id,
+            result.domains,
+            position,
+            length,
+            problems,
+            result.digest,
+        )
+    return offset
+
+
+def _map(path: Path) -> mmap.mmap | bytes:
+    """The file's bytes, mapped read-only (it stays readable if replaced or removed)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            return b""
+        return mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ)
 
 
 def _to_result(blob: memoryview, display: str, entry: tuple) -> FileResult:

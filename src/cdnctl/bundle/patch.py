@@ -1,0 +1,99 @@
+"""A compile of a few edited tenant files as a patch of the last bundle.
+
+When git names the only tenant files that can differ from what the last compile read
+(git_changes.py) and the compile cache keeps the bundle that compile assembled (its
+BundleRecord: a file plus the spans replaced since), a commit that edits a few tenants'
+settings need not read 100k cached results: the new bundle is the last one with those
+tenants' lines replaced (format.py: one tenant per line, in id order) and its manifest the
+last one with their digests replaced, the same bytes a full assemble gives. Only when every
+named file is a tenant of that bundle, valid, with the same id and the same domains (then
+the fleet check and the host indexes are what they were); anything else (a file added,
+removed or renamed, a domain changed, a problem) is left to the full compile.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cdnctl.bundle.compile_cache import BundleRecord
+from cdnctl.bundle.format import sha256_tag
+from cdnctl.tenants.validate import FileResult
+
+MAX_FILES = 64  # beyond this many edited files, a full assemble is as quick
+MAX_PATCH_BYTES = 256 * 1024  # replaced text kept beside the bundle file before a new one
+_VERSION = b',"version":"'
+_TENANTS = b',"tenants":{'
+_DIGEST = len("sha256:") + 64
+
+Span = tuple[int, int, bytes]  # (start, end, text): file bytes [start, end) read as text
+
+
+@dataclass(frozen=True)
+class Patched:
+    patches: tuple[Span, ...]  # for the new BundleRecord, over the same file
+    manifest: bytes
+    version: str
+
+    @property
+    def patch_bytes(self) -> int:
+        return sum(len(text) for _, _, text in self.patches)
+
+
+def pieces(data: mmap.mmap | bytes, patches: Sequence[Span]) -> list[bytes | memoryview]:
+    """The bundle a file with these patches reads as, in pieces (for b"".join or hashing)."""
+    view = memoryview(data)
+    out: list[bytes | memoryview] = []
+    at = 0
+    for start, end, text in patches:
+        out.append(view[at:start])
+        out.append(text)
+        at = end
+    out.append(view[at:])
+    return out
+
+
+def patch_bundle(
+    data: mmap.mmap | bytes, record: BundleRecord, manifest: bytes, edited: Sequence[FileResult]
+) -> Patched | None:
+    """The last bundle (`data` patched as `record` says; `manifest` its manifest) with the
+    lines of the `edited` tenants (valid results) replaced, or None when one of them is
+    not a tenant of it or claims other domains than it did."""
+    spans = {start: (end, text) for start, end, text in record.patches}
+    new_manifest = bytearray(manifest)
+    tenants_at = manifest.find(_TENANTS)
+    if tenants_at < 0:
+        return None
+    for result in edited:
+        tenant = (result.tenant_id or "").encode()
+        if result.fragment is None or result.digest is None or len(result.digest) != _DIGEST:
+            return None
+        start = data.find(b'\n"' + tenant + b'":{')
+        if start < 0:
+            return None  # not in this bundle: an added tenant
+        end = data.find(b"\n", start + 1)
+        old_line = spans[start][1] if start in spans else bytes(data[start:end])
+        comma = old_line.endswith(b",")
+        old_fragment = old_line[len(tenant) + 4 : len(old_line) - comma]
+        domains = sorted(set(result.domains))
+        if len(domains) != len(result.domains) or json.loads(old_fragment)["domains"] != domains:
+            return None  # the fleet check and the host indexes would change
+        new_line = b'\n"' + tenant + b'":' + bytes(result.fragment) + b"," * comma
+        spans[start] = (end, new_line)
+        key = b'"' + tenant + b'":"'
+        at = manifest.find(key, tenants_at)
+        if at < 0:
+            return None
+        at += len(key)
+        new_manifest[at : at + _DIGEST] = result.digest.encode()
+    manifest_bytes = bytes(new_manifest)
+    version = sha256_tag(manifest_bytes)
+    version_at = data.rfind(_VERSION)
+    if version_at < 0:
+        return None
+    version_at += len(_VERSION)
+    spans[version_at] = (version_at + len(version), version.encode())
+    patches = tuple((start, end, text) for start, (end, text) in sorted(spans.items()))
+    return Patched(patches, manifest_bytes, version)
