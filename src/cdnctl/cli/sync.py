@@ -30,8 +30,8 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 def summary(result: CycleResult) -> str:
     """One line for a person: what the cycle did to which commit."""
     commit = (result.commit or "-")[:12]
-    if result.outcome == "rejected":
-        return f"rejected {commit} ({result.reason}): {result.detail}"
+    if not result.ok:
+        return f"{result.outcome} {commit} ({result.reason}): {result.detail}"
     edges = ", ".join(f"{name} {what}" for name, what in sorted(result.edges.items()))
     return f"{result.outcome} {commit}" + (f": {edges}" if edges else "")
 

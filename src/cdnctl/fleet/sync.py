@@ -2,24 +2,31 @@
 
 One cycle (`Syncer.cycle`): fetch the branch into a work tree; when it names a commit not
 yet handled, validate it fleet-wide (domain conflicts reported on the files the commit
-adds or edits), compile, resolve every secret, then apply with a canary: one reachable
-edge per region takes the bundle first and must pass `canary.check_canary` for every
-tenant it adds or changes; then the other edges in parallel. Every edge records the commit
-(`X-Cdnctl-Commit`, shown by `GET /config`), and the state file records the last good
-commit and its bundle.
+adds or edits), compile, resolve every secret, then, in the safe order:
+1. DNS hosts (inventory group `dns`): names the commit removes leave the zones
+   (`zones_push`, the geodns role's layout);
+2. canaries: one reachable edge per region, all regions at once, take the bundle and must
+   pass `canary.check_canary` (a smoke request and a 5xx window) for every tenant they did
+   not run as it is now;
+3. the other edges in parallel;
+4. certificates (with `group_vars/all/certificates.yml`): `certificates.converge` issues
+   what new ACME tenants lack (their HTTP-01 tokens are served by every edge) and gives
+   every edge exactly the wanted certificates;
+5. DNS hosts: the names the commit adds enter the zones.
+Every edge records the commit (`X-Cdnctl-Commit`, shown by `GET /config`), and the state
+file records the last good commit and its bundle.
 
 A commit that is invalid, whose secrets do not resolve, whose canary fails or whose apply
-fails on an edge that answered is rejected: every edge that took it goes back to the last
-good bundle (the other edges never see it), the rejection is logged and counted, and the
-same commit is not tried again; the next commit is handled normally. An edge that cannot
-be reached is skipped (logged), not a failure: each cycle compares every edge's running
-version with the last good one and brings a drifted or returning edge back to it.
+or DNS change fails is rejected: every edge that took it goes back to the last good bundle
+(the other edges never see it), DNS back to the last good zones, the rejection is logged
+and counted, and the same commit is not tried again; the next commit is handled normally.
+An edge that cannot be reached is skipped (logged), not a failure: each cycle compares
+every edge's running version with the last good one and brings a drifted or returning
+edge back to it. When no edge answers at all, nothing is recorded: the commit is tried
+(and canaried) again next cycle.
 
 Removing a tenant file removes the tenant from the bundle; an edge drops (and purges) the
-tenants a bundle no longer holds when it applies it. DNS is not changed here: the zones
-(`cdnctl dns`, the geodns role) name the platform's edges, so a new tenant is on every edge
-before its customer's CNAME can reach it; when a removal needs its zone records gone first,
-render the zones before pushing the commit that removes the file.
+tenants a bundle no longer holds when it applies it.
 """
 
 from __future__ import annotations
@@ -43,14 +50,17 @@ from cdnctl.bundle.plan import GitError, changed_files
 from cdnctl.bundle.secrets import SecretResolutionError, resolve_secrets
 from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT, AdminClient, Edge, EdgeError
 from cdnctl.edge.push import Pusher
+from cdnctl.fleet import certificates
 from cdnctl.fleet.canary import check_canary
+from cdnctl.fleet.dns import DnsError, tenant_names
 from cdnctl.fleet.sync_state import GoodBundle, GoodCommit, Rejected, SyncState
 from cdnctl.fleet.targets import inventory_json
+from cdnctl.fleet.zones_push import DnsZones, ZonesError, ZoneSet, kept_names, names_of_bundle
 from cdnctl.tenants.policy import PolicyError, load_policy
 
 GIT_TIMEOUT = 120
 DEFAULT_PUBLIC_PORT = 80
-REASONS = ("fetch", "invalid", "secrets", "canary", "apply", "rollback")
+REASONS = ("fetch", "unreachable", "invalid", "secrets", "dns", "canary", "apply", "rollback")
 
 
 class SyncError(RuntimeError):
@@ -68,13 +78,10 @@ class FleetEdge:
         return self.edge.name
 
 
-def fleet_from_inventory(inventory: Path) -> list[FleetEdge]:
-    """The inventory's `edge` group: admin URL (cdn_private_address, cdn_admin_api_port),
-    region (cdn_region) and public listener (cdn_public_address, cdn_public_http_port)."""
-    try:
-        data = inventory_json(inventory)
-    except ValueError as exc:
-        raise SyncError(str(exc)) from None
+def fleet_from_inventory(inventory: Path, data: Mapping[str, Any]) -> list[FleetEdge]:
+    """The `edge` group of an inventory's `ansible-inventory --list` document: admin URL
+    (cdn_private_address, cdn_admin_api_port), region (cdn_region) and public listener
+    (cdn_public_address, cdn_public_http_port)."""
     hostvars = data.get("_meta", {}).get("hostvars", {})
     fleet = []
     for host in data.get("edge", {}).get("hosts", []):
@@ -98,6 +105,20 @@ def fleet_from_inventory(inventory: Path) -> list[FleetEdge]:
     return fleet
 
 
+@dataclass(frozen=True)
+class Topology:
+    edges: list[FleetEdge]
+    zones: DnsZones | None  # None: the inventory has no dns group (or its settings fail)
+
+
+@dataclass(frozen=True)
+class ZonePlan:
+    dns: DnsZones
+    before: ZoneSet | None  # the last good commit's (None: none applied yet)
+    kept: ZoneSet | None  # names in both: served while the edges change
+    after: ZoneSet  # this commit's
+
+
 @dataclass
 class SyncSettings:
     repo: str  # path or URL git can clone (a bare repository is fine)
@@ -119,14 +140,16 @@ class SyncSettings:
 @dataclass
 class CycleResult:
     commit: str | None
-    outcome: str  # "applied", "rejected", "unchanged", "caught_up"
+    # "applied", "caught_up", "unchanged"; "rejected" (not tried again) or "waiting" (no
+    # edge answered: tried again next cycle)
+    outcome: str
     reason: str = ""
     detail: str = ""
     edges: dict[str, str] = field(default_factory=dict)  # edge -> what happened
 
     @property
     def ok(self) -> bool:
-        return self.outcome != "rejected"
+        return self.outcome not in ("rejected", "waiting")
 
 
 @dataclass(frozen=True)
@@ -205,7 +228,7 @@ class Syncer:
         self.clone = settings.workdir / "repo"
         self.cache_dir = settings.workdir / "cache"
         self._lock = threading.Lock()  # one cycle at a time (timer and webhook)
-        self._fleet: tuple[tuple[tuple[str, int], ...], list[FleetEdge]] | None = None
+        self._inventory: tuple[tuple[tuple[str, int], ...], Topology] | None = None
 
     # -- git ---------------------------------------------------------------------------
     def fetch(self) -> str:
@@ -242,18 +265,29 @@ class Syncer:
             )
             return result
 
-    def fleet(self) -> list[FleetEdge]:
-        """The inventory's edges, read again only when one of its files changed
-        (`ansible-inventory` takes about a second: most of an idle cycle)."""
+    def topology(self) -> Topology:
+        """The inventory's edges and DNS hosts, read again only when one of its files
+        changed (`ansible-inventory` takes about a second: most of an idle cycle)."""
         inventory = self.settings.inventory
         files = [inventory] if inventory.is_file() else sorted(inventory.rglob("*"))
         key = tuple((str(path), path.stat().st_mtime_ns) for path in files if path.is_file())
-        if self._fleet is None or self._fleet[0] != key:
-            self._fleet = (key, fleet_from_inventory(inventory))
-        return self._fleet[1]
+        if self._inventory is None or self._inventory[0] != key:
+            try:
+                listing = inventory_json(inventory)
+            except ValueError as exc:
+                raise SyncError(str(exc)) from None
+            zones = None
+            if listing.get("dns", {}).get("hosts"):
+                try:
+                    zones = DnsZones(inventory, listing)
+                except DnsError as exc:
+                    log_event("sync_dns_skipped", reason=f"the DNS settings do not load: {exc}")
+            self._inventory = (key, Topology(fleet_from_inventory(inventory, listing), zones))
+        return self._inventory[1]
 
     def _cycle(self) -> CycleResult:
-        fleet = self.fleet()
+        topology = self.topology()
+        fleet = topology.edges
         try:
             commit = self.fetch()
         except SyncError as exc:
@@ -262,7 +296,7 @@ class Syncer:
         rejected = self.state.last_rejected
         if (good and good.commit == commit) or (rejected and rejected.commit == commit):
             return self._catch_up(fleet, commit)
-        return self._apply_commit(fleet, commit)
+        return self._apply_commit(topology, commit)
 
     def _catch_up(self, fleet: list[FleetEdge], commit: str) -> CycleResult:
         """Bring every reachable edge whose running version differs from the last good one
@@ -282,14 +316,15 @@ class Syncer:
         edges = self._push_all(drifted, pusher, good.commit)
         return CycleResult(commit, "caught_up", edges=edges)
 
-    def _apply_commit(self, fleet: list[FleetEdge], commit: str) -> CycleResult:
-        phases: dict[str, float] = {}
+    def _apply_commit(self, topology: Topology, commit: str) -> CycleResult:
+        fleet = topology.edges
+        phases: list[tuple[str, float]] = []  # in the order they ran (a log is sorted)
         clock = time.perf_counter()
 
         def phase(name: str) -> None:
             nonlocal clock
             now = time.perf_counter()
-            phases[name] = round(now - clock, 3)
+            phases.append((name, round(now - clock, 3)))
             clock = now
 
         tenants = self.clone / self.settings.tenants_dir
@@ -331,11 +366,22 @@ class Syncer:
         phase("secrets")
         digests = {r.tenant_id: r.digest for r in compiled.results if r.tenant_id and r.digest}
         domains = {r.tenant_id: list(r.domains) for r in compiled.results if r.tenant_id}
-        self._note_certificates(commit, compiled.results)
         running = self._running(fleet)
         reachable = [edge for edge in fleet if running[edge.name] is not None]
         down = {edge.name: "unreachable" for edge in fleet if running[edge.name] is None}
+        if not reachable:  # not the commit's fault: tried again next cycle, canaried then
+            return CycleResult(commit, "waiting", "unreachable", "no edge answered", down)
+        zones = self._zone_plan(topology.zones, compiled.results)
         phase("plan")
+        restore: tuple[DnsZones, ZoneSet] | None = None
+        if zones is not None and zones.before is not None and zones.kept != zones.before:
+            # Removed names leave DNS before the edges drop their tenants.
+            try:
+                zones.dns.install(zones.kept)
+            except ZonesError as exc:
+                return self._reject(commit, "dns", f"removing names from DNS: {exc}")
+            restore = (zones.dns, zones.before)
+            phase("dns_remove")
         canaries: list[FleetEdge] = []
         for edge in reachable:
             if edge.region not in {c.region for c in canaries}:
@@ -355,7 +401,9 @@ class Syncer:
             if trial.failure
         ]
         if failed_canaries:
-            return self._rollback(commit, "canary", "; ".join(failed_canaries), applied, edges)
+            return self._rollback(
+                commit, "canary", "; ".join(failed_canaries), applied, edges, restore
+            )
         phase("canary")
         rest = [edge for edge in reachable if edge not in canaries]
         results = self._push_all(rest, pusher, commit)
@@ -364,8 +412,22 @@ class Syncer:
         applied += [edge for edge in rest if edge.name not in failed]
         if failed:
             detail = "; ".join(f"{name}: {results[name]}" for name in failed)
-            return self._rollback(commit, "apply", detail, applied, edges)
+            return self._rollback(commit, "apply", detail, applied, edges, restore)
         phase("apply")
+        # New tenants are on every edge: their certificates (HTTP-01 tokens are served by
+        # every edge), then DNS points at them.
+        self._certificates(commit, compiled.bundle, reachable)
+        phase("certificates")
+        if zones is not None and zones.after != zones.kept:
+            try:
+                zones.dns.install(zones.after)
+            except ZonesError as exc:
+                if zones.before is not None:
+                    restore = (zones.dns, zones.before)
+                return self._rollback(
+                    commit, "dns", f"adding names to DNS: {exc}", applied, edges, restore
+                )
+            phase("dns_add")
         self.state.record_good(
             GoodCommit(commit, compiled.version, time.time()),
             GoodBundle(compiled.bundle, compiled.manifest or b""),
@@ -383,21 +445,65 @@ class Syncer:
         return CycleResult(commit, "applied", edges=edges)
 
     # -- helpers -----------------------------------------------------------------------
-    def _note_certificates(self, commit: str, results: list[Any]) -> None:
-        """Certificates are not requested from here yet (`cdnctl certs issue` does it): say
-        so for every ACME tenant, so the gap shows in the log rather than as a TLS error."""
-        acme = sorted(
-            r.tenant_id
-            for r in results
-            if r.tenant_id and r.fragment and b'"certificate":"acme"' in r.fragment
+    def _zone_plan(self, dns: DnsZones | None, results: list[Any]) -> ZonePlan | None:
+        """The zone sets of the last good commit, of the names it shares with this one, and
+        of this one (None without DNS hosts)."""
+        if dns is None:
+            return None
+        after_names = tenant_names(results)
+        good = self.state.good_bundle()
+        if good is None:  # what DNS serves now is unknown: only the final set, after edges
+            return ZonePlan(dns, None, None, dns.render(after_names))
+        before_names = names_of_bundle(good.bundle)
+        return ZonePlan(
+            dns,
+            dns.render(before_names),
+            dns.render(kept_names(before_names, after_names)),
+            dns.render(after_names),
         )
-        if acme:
+
+    def _certificates(self, commit: str, bundle: bytes, edges: list[FleetEdge]) -> None:
+        """Issue the certificates new ACME tenants lack and give every edge exactly the
+        wanted ones (`certificates.converge`, as `cdnctl certs issue`). A failed order is
+        logged, not a rejection: the order backs off and the next commit tries again."""
+        inventory = self.settings.inventory
+        if not (inventory / certificates.SETTINGS_FILE).is_file():
             log_event(
                 "sync_certificates_skipped",
                 commit=commit,
-                tenants=acme[:20],
-                reason="sync does not issue ACME certificates yet: run `cdnctl certs issue`",
+                reason=f"{inventory / certificates.SETTINGS_FILE} (cdn_acme) not found: "
+                "create it for sync to issue certificates, or run `cdnctl certs issue`",
             )
+            return
+        try:
+            settings = certificates.load_settings(inventory)
+            tenants = json.loads(bundle)["tenants"]
+            base = (self.clone / self.settings.tenants_dir).parent
+            wanted = certificates.wanted_certificates(tenants, base)
+            publish = None
+            if settings.platform_wildcard:
+                platform, publish = certificates.platform_from_inventory(inventory)
+                wanted.append(platform)
+            report = certificates.converge(
+                wanted,
+                settings,
+                [edge.edge for edge in edges],
+                self.settings.token,
+                renew=False,
+                vault_secret=self.settings.vault_secret,
+                publish_dns=publish,
+            )
+        except (certificates.CertificateError, DnsError) as exc:
+            log_event("sync_certificates_failed", commit=commit, error=str(exc))
+            return
+        log_event(
+            "sync_certificates",
+            commit=commit,
+            ok=report.ok,
+            issued=report.issued,
+            errors={t.tenant: t.error for t in report.tenants if t.error},
+            edges_failed={e.edge: e.error for e in report.edges if not e.ok},
+        )
 
     def _pusher(self, bundle: GoodBundle, version: str) -> Pusher:
         environ, secret = self.settings.environ, self.settings.vault_secret
@@ -488,10 +594,17 @@ class Syncer:
         return CycleResult(commit, "rejected", reason, detail, edges or {})
 
     def _rollback(
-        self, commit: str, reason: str, detail: str, applied: list[FleetEdge], edges: dict[str, str]
+        self,
+        commit: str,
+        reason: str,
+        detail: str,
+        applied: list[FleetEdge],
+        edges: dict[str, str],
+        restore: tuple[DnsZones, ZoneSet] | None = None,
     ) -> CycleResult:
         """Put every edge that took `commit` back on the last good bundle (an empty one
-        when nothing was ever applied), then reject the commit."""
+        when nothing was ever applied) and DNS back on the last good zones (`restore`),
+        then reject the commit."""
         good, bundle = self.state.last_good, self.state.good_bundle()
         if applied:
             if good is None or bundle is None:
@@ -510,6 +623,11 @@ class Syncer:
                 detail += "; rollback incomplete: " + ", ".join(
                     f"{name} {what}" for name, what in results.items()
                 )
+        if restore is not None:
+            try:
+                restore[0].install(restore[1])
+            except ZonesError as exc:
+                detail += f"; DNS not restored: {exc}"
         return self._reject(commit, reason, detail, edges)
 
     # -- the loop ----------------------------------------------------------------------
