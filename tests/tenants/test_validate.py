@@ -228,3 +228,51 @@ def test_file_size_limit_from_policy(tenants_dir, write_tenant):
     assert problems_of(tenants_dir) == []
     problem = only_problem(tenants_dir, Policy(max_file_bytes=1024))
     assert "over the limit of 1024" in problem.reason
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"contact": 'ops "quoted" ,"domains":[ @t.test', "name": "Ünïcode"},
+        {
+            "domains": ["b.t.test", "*.a.t.test", "b.t.test"],
+            "origin": {
+                "url": "https://o.test/base",
+                "basic_auth": {"username": "cdn", "password_env": "PW"},
+            },
+            "rate_limit": {"requests_per_second": 5},
+            "purge_tokens_env": ["B", "A"],
+            "cache": {"query_string": ["v", "lang"], "rules": [{"path": "/x/*", "ttl": "1h"}]},
+        },
+    ],
+)
+def test_a_fragment_is_the_canonical_json_of_the_effective_tenant(overrides):
+    """effective_fragment serialises once and splices the digest in: the same bytes as
+    serialising the settings with their digest, and that digest."""
+    from cdnctl.tenants.canonical import canonical_json
+    from cdnctl.tenants.effective import effective_fragment, effective_tenant
+    from cdnctl.tenants.model import Tenant
+
+    tenant = Tenant.model_validate(tenant_doc("t1", **overrides), context={"policy": Policy()})
+    settings = effective_tenant(tenant)
+    assert effective_fragment(tenant) == (canonical_json(settings), settings["digest"])
+
+
+def test_memoised_yaml_tags_equal_pyyaml_s(tmp_path):
+    """The loader's memo of scalar tags gives what PyYAML's safe loader gives, in any order."""
+    import yaml
+
+    from cdnctl.tenants.yaml_loader import load_tenant_yaml
+
+    text = "\n".join(
+        f"k{n}: {value}"
+        for n, value in enumerate(
+            ["yes", "no", "on", "~", "null", "1e3", "0x1f", "012", "3s", "2001-12-14", "'yes'"]
+            * 2
+        )
+    )
+    assert load_tenant_yaml(text.encode(), max_bytes=1 << 16).data == {
+        key: value if not hasattr(value, "isoformat") else str(value)
+        for key, value in yaml.safe_load(text).items()
+    }

@@ -13,6 +13,27 @@ from cdnctl.tenants.model import METHODS, Tenant
 
 
 def effective_tenant(tenant: Tenant) -> dict[str, Any]:
+    """The tenant's settings as the bundle carries them, with their digest."""
+    settings = _settings(tenant)
+    settings["digest"] = sha256_tag(canonical_json(settings))
+    return settings
+
+
+_DIGEST_BEFORE = b',"domains":['  # "digest" sorts between "contact" and "domains"
+
+
+def effective_fragment(tenant: Tenant) -> tuple[bytes, str]:
+    """canonical_json(effective_tenant(tenant)) and the digest, serialised once: the
+    digest's member is put into the JSON it is the digest of. (Strings escape their
+    quotes, and no nested object has a "domains" key: the first `,"domains":[` is the
+    top-level one.)"""
+    text = canonical_json(_settings(tenant))
+    digest = sha256_tag(text)
+    at = text.index(_DIGEST_BEFORE)
+    return text[:at] + b',"digest":"' + digest.encode() + b'"' + text[at:], digest
+
+
+def _settings(tenant: Tenant) -> dict[str, Any]:
     origin = tenant.origin
     url = origin.parsed()
     auth = origin.basic_auth
@@ -82,5 +103,4 @@ def effective_tenant(tenant: Tenant) -> dict[str, Any]:
         },
         "purge_tokens_env": sorted(set(tenant.purge_tokens_env)),
     }
-    settings["digest"] = sha256_tag(canonical_json(settings))
     return settings

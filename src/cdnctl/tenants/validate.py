@@ -16,9 +16,8 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
-from cdnctl.tenants.canonical import canonical_json
 from cdnctl.tenants.domains import find_conflicts, normalise_domain
-from cdnctl.tenants.effective import effective_tenant
+from cdnctl.tenants.effective import effective_fragment
 from cdnctl.tenants.model import TENANT_ID_PATTERN, Tenant
 from cdnctl.tenants.policy import Policy
 from cdnctl.tenants.problems import REDACTED, InputError, Problem, field_path, show_value
@@ -73,8 +72,8 @@ def check_file(display: str, raw: bytes, policy: Policy) -> FileResult:
         problems.extend(_translate(display, exc, loaded))
     if problems:
         return FileResult(display, tenant_id, domains, None, tuple(problems))
-    settings = effective_tenant(tenant)
-    return FileResult(display, tenant_id, domains, canonical_json(settings), (), settings["digest"])
+    fragment, digest = effective_fragment(tenant)
+    return FileResult(display, tenant_id, domains, fragment, (), digest)
 
 
 def _check_id(display: str, stem: str, data: dict, loaded: LoadedYaml, out: list) -> None:
