@@ -268,8 +268,7 @@ def test_memoised_yaml_tags_equal_pyyaml_s(tmp_path):
     text = "\n".join(
         f"k{n}: {value}"
         for n, value in enumerate(
-            ["yes", "no", "on", "~", "null", "1e3", "0x1f", "012", "3s", "2001-12-14", "'yes'"]
-            * 2
+            ["yes", "no", "on", "~", "null", "1e3", "0x1f", "012", "3s", "2001-12-14", "'yes'"] * 2
         )
     )
     assert load_tenant_yaml(text.encode(), max_bytes=1 << 16).data == {
