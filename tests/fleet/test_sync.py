@@ -94,7 +94,8 @@ def fleet(tmp_path: Path, make_node, make_origin, monkeypatch):
         canary_window=0.2,
     )
     syncer = Syncer(settings)
-    assert syncer.cycle().outcome == "applied"
+    first_cycle = syncer.cycle()
+    assert first_cycle.outcome == "applied", first_cycle
     return {
         "nodes": nodes,
         "origin": origin,
