@@ -381,3 +381,19 @@ def test_the_cache_journal_is_replayed_or_dropped(tmp_path, write_tenant, tenant
     write_tenant("t4", cache={"default_ttl": 8})
     compile_and_compare()
     assert not journal.exists()  # it would outgrow the index
+
+
+def test_a_streamed_bundle_equals_a_held_one(tmp_path, write_tenant, tenants_dir, monkeypatch):
+    """A large bundle is written to the cache directory and mapped, never joined in memory:
+    the same bytes, still readable after later compiles replace the file."""
+    for i in range(5):
+        write_tenant(f"t{i}")
+    held = compile_paths([tenants_dir], Policy(), cache_dir=tmp_path / "held")
+    assert held.mapped is None and held.bundle_view is held.bundle
+    monkeypatch.setattr(compile_module, "STREAM_FROM", 1)
+    streamed = compile_paths([tenants_dir], Policy(), cache_dir=tmp_path / "cache")
+    assert streamed.held is None and streamed.mapped is not None
+    assert bytes(streamed.bundle_view) == held.bundle
+    write_tenant("t9")
+    compile_paths([tenants_dir], Policy(), cache_dir=tmp_path / "cache")  # drops the old file
+    assert streamed.bundle == held.bundle and streamed.version == held.version

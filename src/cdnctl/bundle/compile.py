@@ -37,6 +37,7 @@ from cdnctl.tenants.validate import (
 
 IGNORED_FILES = frozenset({"schema.json", "README.md", ".gitkeep"})
 PARALLEL_THRESHOLD = 2000  # below this, starting worker processes costs more than it saves
+STREAM_FROM = 200_000  # tenants from which a bundle goes to a file, not into memory
 DEFAULT_CACHE_DIR = Path(".cdnctl-cache")
 Progress = Callable[[int], None]
 
@@ -45,13 +46,34 @@ Progress = Callable[[int], None]
 class CompileResult:
     results: Sequence[FileResult]  # one per tenant file, in file order
     problems: list[Problem] = field(default_factory=list)
-    bundle: bytes | None = None
     version: str | None = None
     manifest: bytes | None = None  # what `version` is the SHA-256 of (bundle/format.py)
+    # the bundle's bytes: held, or (a gigabyte at 1M tenants) written to a file in the
+    # cache directory and mapped (`bundle_view`)
+    held: bytes | None = field(default=None, repr=False)
+    mapped: Any = field(default=None, repr=False)  # mmap.mmap of the file
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def bundle(self) -> bytes | None:
+        """The bundle's bytes (copied out of the file when it was written to one: prefer
+        `bundle_view` for large bundles)."""
+        if self.held is None and self.mapped is not None:
+            self.held = bytes(self.mapped)
+        return self.held
+
+    @bundle.setter
+    def bundle(self, value: bytes | None) -> None:
+        self.held, self.mapped = value, None
+
+    @property
+    def bundle_view(self) -> Any:
+        """The bundle without copying it: bytes, or the mapped file (bytes-like: write it,
+        hash it, `make_delta` it)."""
+        return self.held if self.held is not None else self.mapped
 
 
 def tenant_files(paths: Sequence[Path]) -> tuple[list[str], list[Problem]]:
@@ -175,13 +197,15 @@ def check_tenants(
     entries_changed = bool(fresh) or len(unchanged) != len(cache.index)
     bundle = None if entries_changed else cache.bundle  # still that of exactly the entries
     if assemble and compiled.ok:
-        compiled.bundle, compiled.version, indexes, compiled.manifest = assemble_bundle(
-            ordered, indexes
-        )
+        pieces, compiled.version, indexes, compiled.manifest = bundle_pieces(ordered, indexes)
+        if cache_dir is not None and (git is not None or len(ordered) >= STREAM_FROM):
+            # kept for the next compile to patch (patch.py), and never joined in memory
+            bundle = cache.write_bundle(compiled.version, pieces, len(ordered))
+            compiled.mapped = cache.read_bundle(bundle)
+        if compiled.mapped is None:
+            compiled.bundle = b"".join(pieces)
         if cache_dir is not None:
             ManifestStore(cache_dir).save(compiled.version, compiled.manifest)
-        if git is not None:  # kept for the next compile to patch (patch.py)
-            bundle = cache.write_bundle(compiled.version, compiled.bundle, len(ordered))
     record = None
     if git is not None and seen is not None:
         prefix = os.path.join(str(paths[0]), "")
@@ -239,7 +263,7 @@ def _patched_compile(
     if len(suspects) > patch.MAX_FILES:
         return None
     manifests = ManifestStore(cache_dir)
-    data, manifest = cache.read_bundle(), manifests.load(last.version)
+    data, manifest = cache.read_bundle(last), manifests.load(last.version)
     if data is None or manifest is None:
         return None
     stat_keys.update((display, _stat_key(display)) for display in suspects)
@@ -260,7 +284,7 @@ def _patched_compile(
     bundle = b"".join(patch.pieces(data, patched.patches))
     manifests.save(patched.version, patched.manifest)
     if patched.patch_bytes > patch.MAX_PATCH_BYTES:  # start from a file of this bundle
-        kept = cache.write_bundle(patched.version, bundle, last.tenants)
+        kept = cache.write_bundle(patched.version, [bundle], last.tenants)
     else:
         kept = last._replace(version=patched.version, patches=patched.patches)
     git_record = GitRecord(
@@ -281,7 +305,7 @@ def _patched_compile(
             bundle=kept,
         )
     results = LazyResults(last.tenants, lambda: _results_after(cache, fresh, directory, policy))
-    return CompileResult(results, [], bundle, patched.version, patched.manifest)
+    return CompileResult(results, [], patched.version, patched.manifest, held=bundle)
 
 
 def _results_after(
@@ -405,7 +429,16 @@ def assemble_bundle(
     results: Sequence[FileResult], indexes: tuple[bytes, bytes] | None = None
 ) -> tuple[bytes, str, tuple[bytes, bytes], bytes]:
     """The canonical bundle bytes, its version (see format.py), its (hosts, wildcards) JSON
-    and its manifest.
+    and its manifest (`bundle_pieces`, joined)."""
+    pieces, version, indexes, manifest = bundle_pieces(results, indexes)
+    return b"".join(pieces), version, indexes, manifest
+
+
+def bundle_pieces(
+    results: Sequence[FileResult], indexes: tuple[bytes, bytes] | None = None
+) -> tuple[list[bytes | memoryview], str, tuple[bytes, bytes], bytes]:
+    """The canonical bundle in pieces (to join or to write out), its version (see
+    format.py), its (hosts, wildcards) JSON and its manifest.
 
     Tenant fragments are already canonical JSON, so the document is assembled by joining
     them in id order rather than re-serialising every tenant: the same bytes `bundle_json`
@@ -440,10 +473,9 @@ def assemble_bundle(
     tail = b',"wildcards":' + indexes[1] + b"}"
     manifest = head + b',"tenants":{' + ",".join(digests).encode() + b"}" + tail
     version = sha256_tag(manifest)
-    bundle = b"".join(
-        [head, b',"tenants":{', *tenant_parts, b'},"version":"', version.encode(), b'"', tail]
-    )
-    return bundle, version, indexes, manifest
+    tenant_parts[:0] = [head, b',"tenants":{']
+    tenant_parts.extend([b'},"version":"', version.encode(), b'"', tail])
+    return tenant_parts, version, indexes, manifest
 
 
 def _index_json(index: dict[str, str]) -> bytes:

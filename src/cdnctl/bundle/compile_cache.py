@@ -310,7 +310,7 @@ class CompileCache:
             head_bytes = marshal.dumps(head)
             _write_atomically(
                 self.directory / INDEX_NAME,
-                _LENGTH.pack(len(head_bytes)) + head_bytes + marshal.dumps(index),
+                [_LENGTH.pack(len(head_bytes)), head_bytes, marshal.dumps(index)],
             )
             (self.directory / JOURNAL_NAME).unlink(missing_ok=True)
             for stale in self.directory.glob(f"{BLOB_PREFIX}*"):
@@ -350,28 +350,30 @@ class CompileCache:
             self._drop_stale_bundles(bundle)
             return True
 
-    def write_bundle(self, version: str, data: bytes, tenants: int) -> BundleRecord | None:
-        """Keep `data`, the bundle of `version`, for the next compile to patch
+    def write_bundle(
+        self, version: str, pieces: Iterable[bytes | memoryview], tenants: int
+    ) -> BundleRecord | None:
+        """Keep the bundle of `version` (its bytes in pieces) for the next compile to patch
         (bundle/patch.py); its record for `save` or `append`."""
         if self.directory is None:
             return None
-        if self.bundle is not None and self.bundle.version == version:
+        if self.bundle is not None and self.bundle.version == version and not self.bundle.patches:
             return self.bundle
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{BUNDLE_PREFIX}{version.removeprefix('sha256:')[:32]}"
-        _write_atomically(self.directory / name, data)
-        return BundleRecord(version, name, len(data), tenants)
+        size = _write_atomically(self.directory / name, pieces)
+        return BundleRecord(version, name, size, tenants)
 
-    def read_bundle(self) -> mmap.mmap | bytes | None:
-        """The file of the bundle `self.bundle` records (mapped, before its patches), or None
-        when it is missing or not that size."""
-        if self.bundle is None or self.directory is None:
+    def read_bundle(self, record: BundleRecord | None) -> mmap.mmap | bytes | None:
+        """The file of the bundle `record` names (mapped, before its patches), or None when
+        it is missing or not that size."""
+        if record is None or self.directory is None:
             return None
         try:
-            data = _map(self.directory / self.bundle.name)
+            data = _map(self.directory / record.name)
         except OSError:
             return None
-        return data if len(data) == self.bundle.size else None
+        return data if len(data) == record.size else None
 
     def _drop_stale_bundles(self, kept: BundleRecord | None) -> None:
         for stale in (self.directory or Path()).glob(f"{BUNDLE_PREFIX}*"):
@@ -476,12 +478,16 @@ def _to_result(blob: memoryview, display: str, entry: tuple) -> FileResult:
     return _new_tuple(FileResult, (display, tenant_id, domains, fragment, problems, digest))
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, pieces: Iterable[bytes | memoryview]) -> int:
+    """Write the pieces as the file at `path` (all or nothing); the bytes written."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cache-")
+    size = 0
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
+            for piece in pieces:
+                size += handle.write(piece)
         os.replace(tmp, path)
+        return size
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -76,7 +76,7 @@ def _fragment_of(bundle: bytes, tenant: str) -> bytes:
     start = bundle.find(b'\n"' + tenant.encode() + b'":')
     if start < 0:
         raise DeltaError(f"tenant {tenant} of the manifest is not in the bundle")
-    end = bundle.index(b"\n", start + 1)
+    end = bundle.find(b"\n", start + 1)  # (a mapped bundle has no .index)
     return bundle[start + len(tenant) + 4 : end].removesuffix(b",")
 
 
