@@ -56,6 +56,24 @@ class Repo:
         return git(self.work, "rev-parse", "HEAD")
 
 
+def started_syncer(repo: Repo, inventory: Path, workdir: Path) -> Syncer:
+    """A Syncer of `repo`'s main branch that has applied its first commit."""
+    syncer = Syncer(
+        SyncSettings(
+            repo=str(repo.bare),
+            branch="main",
+            inventory=inventory,
+            workdir=workdir,
+            state_file=workdir / "state.json",
+            token=ADMIN_TOKEN,
+            canary_window=0.2,
+        )
+    )
+    first = syncer.cycle()
+    assert first.outcome == "applied", first
+    return syncer
+
+
 @pytest.fixture
 def fleet(tmp_path: Path, make_node, make_origin, monkeypatch):
     """Four edges, an origin, the repository and an inventory naming the edges."""
@@ -84,18 +102,7 @@ def fleet(tmp_path: Path, make_node, make_origin, monkeypatch):
     repo.write("site", origin.address)
     first = repo.commit("site")
     monkeypatch.setenv("CDNCTL_ADMIN_TOKEN", ADMIN_TOKEN)
-    settings = SyncSettings(
-        repo=str(repo.bare),
-        branch="main",
-        inventory=inventory,
-        workdir=tmp_path / "sync",
-        state_file=tmp_path / "sync" / "state.json",
-        token=ADMIN_TOKEN,
-        canary_window=0.2,
-    )
-    syncer = Syncer(settings)
-    first_cycle = syncer.cycle()
-    assert first_cycle.outcome == "applied", first_cycle
+    syncer = started_syncer(repo, inventory, tmp_path / "sync")
     return {
         "nodes": nodes,
         "origin": origin,
@@ -204,6 +211,21 @@ def test_an_edge_that_was_down_catches_up(fleet):
     result = syncer.cycle()
     assert result.outcome == "caught_up" and list(result.edges) == ["us2"], result
     assert {c["commit"] for c in configs(fleet).values()} == {commit}
+
+
+def test_a_commit_waits_while_no_edge_answers_then_is_canaried(fleet):
+    repo, syncer, nodes = fleet["repo"], fleet["syncer"], fleet["nodes"]
+    for node in nodes.values():
+        node.edge.stop()
+    repo.write("shop", fleet["origin"].address)
+    commit = repo.commit("shop while every edge is down")
+    result = syncer.cycle()
+    assert (result.outcome, result.reason, result.ok) == ("waiting", "unreachable", False)
+    assert syncer.state.last_good.commit == fleet["first"] and syncer.state.last_rejected is None
+    nodes["eu1"].edge.start()
+    result = syncer.cycle()
+    assert result.outcome == "applied" and result.edges["eu1"].startswith("canary"), result
+    assert nodes["eu1"].admin.get("/config").json()["commit"] == commit
 
 
 def test_the_webhook_triggers_a_cycle_and_refuses_a_bad_signature(fleet):

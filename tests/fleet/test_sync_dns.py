@@ -14,12 +14,11 @@ import yaml
 from cdnctl.bundle.compile import check_tenants
 from cdnctl.edge.runner import free_port
 from cdnctl.fleet import dns
-from cdnctl.fleet.sync import Syncer, SyncSettings
 from cdnctl.fleet.targets import inventory_json
 from cdnctl.tenants.policy import load_policy
-from tests.edge.conftest import ADMIN_TOKEN, make_node, make_origin
+from tests.edge.conftest import make_node, make_origin
 from tests.fleet.conftest import make_gdnsd, query
-from tests.fleet.test_sync import Repo
+from tests.fleet.test_sync import Repo, started_syncer
 
 __all__ = ["make_gdnsd", "make_node", "make_origin"]
 pytestmark = pytest.mark.integration
@@ -92,18 +91,7 @@ def lab(tmp_path: Path, make_node, make_origin, make_gdnsd, capsys):
     repo = Repo(tmp_path)
     repo.write("site", origin.address)
     repo.commit("site")
-    syncer = Syncer(
-        SyncSettings(
-            repo=str(repo.bare),
-            branch="main",
-            inventory=inventory,
-            workdir=tmp_path / "sync",
-            state_file=tmp_path / "sync" / "state.json",
-            token=ADMIN_TOKEN,
-            canary_window=0.2,
-        )
-    )
-    assert syncer.cycle().outcome == "applied"
+    syncer = started_syncer(repo, inventory, tmp_path / "sync")
     capsys.readouterr()
     return {
         "repo": repo,

@@ -126,7 +126,7 @@ def sync_command(
         try:
             result = syncer.cycle()
         except SyncError as exc:
-            raise _fail(str(exc), EXIT_INVALID) from None
+            raise _fail(str(exc)) from None  # the inventory or policy: nothing ran
         out.print(summary(result), highlight=False, markup=False)
         raise typer.Exit(0 if result.ok else EXIT_INVALID)
     _loop(syncer, float(seconds), listen, secret)

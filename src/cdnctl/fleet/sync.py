@@ -9,10 +9,11 @@ adds or edits), compile, resolve every secret, then, in the safe order:
    pass `canary.check_canary` (a smoke request and a 5xx window) for every tenant they did
    not run as it is now;
 3. the other edges in parallel;
-4. certificates (with `group_vars/all/certificates.yml`): `certificates.converge` issues
-   what new ACME tenants lack (their HTTP-01 tokens are served by every edge) and gives
-   every edge exactly the wanted certificates;
-5. DNS hosts: the names the commit adds enter the zones.
+4. DNS hosts: the names the commit adds enter the zones;
+5. certificates (with `group_vars/all/certificates.yml`): `certificates.converge` issues
+   what new ACME tenants lack (the CA resolves their names, now on DNS, and reaches an edge
+   that serves their HTTP-01 tokens: every edge does) and gives every edge exactly the
+   wanted certificates, before the customers move their traffic (their CNAMEs).
 Every edge records the commit (`X-Cdnctl-Commit`, shown by `GET /config`), and the state
 file records the last good commit and its bundle.
 
@@ -314,6 +315,9 @@ class Syncer:
             return CycleResult(commit, "unchanged")
         pusher = self._pusher(bundle, good.version)
         edges = self._push_all(drifted, pusher, good.commit)
+        back = [edge for edge in drifted if edges[edge.name].startswith("sent")]
+        if back:  # and the certificates it missed
+            self._certificates(good.commit, bundle.bundle, back)
         return CycleResult(commit, "caught_up", edges=edges)
 
     def _apply_commit(self, topology: Topology, commit: str) -> CycleResult:
@@ -414,10 +418,8 @@ class Syncer:
             detail = "; ".join(f"{name}: {results[name]}" for name in failed)
             return self._rollback(commit, "apply", detail, applied, edges, restore)
         phase("apply")
-        # New tenants are on every edge: their certificates (HTTP-01 tokens are served by
-        # every edge), then DNS points at them.
-        self._certificates(commit, compiled.bundle, reachable)
-        phase("certificates")
+        # New tenants are on every edge: DNS may point at them, then their certificates
+        # (the CA's HTTP-01 check resolves their names and reaches any edge).
         if zones is not None and zones.after != zones.kept:
             try:
                 zones.dns.install(zones.after)
@@ -428,6 +430,8 @@ class Syncer:
                     commit, "dns", f"adding names to DNS: {exc}", applied, edges, restore
                 )
             phase("dns_add")
+        self._certificates(commit, compiled.bundle, reachable)
+        phase("certificates")
         self.state.record_good(
             GoodCommit(commit, compiled.version, time.time()),
             GoodBundle(compiled.bundle, compiled.manifest or b""),

@@ -115,7 +115,10 @@ class DnsZones:
                 "put it in service with the geodns role (ansible/site.yml --tags "
                 "geodns_configure)"
             )
-        results = self.hosts.run(command)
+        try:
+            results = self.hosts.run(command)
+        except dns.DnsError as exc:  # Ansible itself failed (inventory, connection plugin)
+            raise ZonesError(f"zone set {zone_set.digest}: {exc}") from None
         failed = [f"{r.host}: {r.error or r.stdout}".strip() for r in results if not r.ok]
         if failed or not results:
             raise ZonesError(
