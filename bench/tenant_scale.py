@@ -43,7 +43,9 @@ bundle = result.bundle_view  # a large bundle stays in its file (mapped), not in
 out.write_bytes(bundle)
 delta_bytes = None
 if base:
-    delta = make_delta(bundle, result.manifest, ManifestStore(cache).load(base), base)
+    delta = make_delta(
+        bundle, result.manifest, ManifestStore(cache).load(base), base, patched=result.patched
+    )
     out.with_name("delta.json").write_bytes(delta.body)
     delta_bytes = len(delta.body)
 elapsed = time.perf_counter() - start

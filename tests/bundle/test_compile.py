@@ -12,7 +12,9 @@ import pytest
 
 from cdnctl.bundle import compile as compile_module
 from cdnctl.bundle.compile import compile_paths, compile_tenants
+from cdnctl.bundle.delta import make_delta
 from cdnctl.bundle.format import bundle_json, canonical_json, manifest_version, sha256_tag
+from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.tenants.policy import Policy
 from cdnctl.tenants.validate import ValidationFailed
 
@@ -296,7 +298,8 @@ def test_git_change_detection_always_equals_a_cold_compile(
         patch, "patch_bundle", lambda *a: (r := real_patch(*a)) and (patched.append(number), r)[1]
     )
     monkeypatch.setattr(patch, "MAX_PATCH_BYTES", 2000)  # a new bundle file every few patches
-    number = -1
+    number, deltas = -1, 0
+    previous = None
     steps = [
         lambda: ([write_tenant(f"t{i}") for i in range(8)], commit("eight tenants")),
         lambda: (write_tenant("t1", cache={"default_ttl": 5}), commit("settings")),
@@ -341,11 +344,19 @@ def test_git_change_detection_always_equals_a_cold_compile(
         stated = len(stat_calls)
         cold = compile_paths([tenants_dir], Policy(), cache_dir=None)
         assert _summary(warm) == _summary(cold), number
+        if warm.patched is not None and previous is not None:  # a delta need compare less
+            base = ManifestStore(cache).load(previous.version)
+            base_version = warm.patched[0]
+            assert base_version == previous.version
+            quick = make_delta(warm.bundle, warm.manifest, base, base_version, patched=warm.patched)
+            assert quick == make_delta(warm.bundle, warm.manifest, base, base_version)
+            deltas += 1
+        previous = warm if warm.ok else None
         if number > 1:  # (the compile after a cold one checks what that one read, once)
             assert stated <= 3, (number, stat_calls)  # only what git named (or was dirty)
         again = compile_paths([tenants_dir], Policy(), cache_dir=cache)  # nothing changed
         assert _summary(again) == _summary(cold), number
-    assert len(patched) >= 16, patched
+    assert len(patched) >= 16 and deltas >= 8, (patched, deltas)
     assert len(list(cache.glob("compile-cache.bundle.*"))) == 1
 
 

@@ -52,6 +52,9 @@ class CompileResult:
     # cache directory and mapped (`bundle_view`)
     held: bytes | None = field(default=None, repr=False)
     mapped: Any = field(default=None, repr=False)  # mmap.mmap of the file
+    # (the last version, the tenants whose lines replaced its) when the compile patched
+    # the last bundle (patch.py): what make_delta(patched=) needs to compare no more
+    patched: tuple[str, frozenset[str]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -305,7 +308,15 @@ def _patched_compile(
             bundle=kept,
         )
     results = LazyResults(last.tenants, lambda: _results_after(cache, fresh, directory, policy))
-    return CompileResult(results, [], patched.version, patched.manifest, held=bundle)
+    replaced = frozenset(result.tenant_id or "" for result in edited)
+    return CompileResult(
+        results,
+        [],
+        patched.version,
+        patched.manifest,
+        held=bundle,
+        patched=(last.version, replaced),
+    )
 
 
 def _results_after(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,6 +227,34 @@ def _manifest_layout(manifest: bytes) -> tuple[int, bytes, bytes, bytes] | None:
     return int(head.group(1)), sections[0], sections[1], sections[2]
 
 
+def _patched_changes(
+    base_manifest: bytes, target_manifest: bytes, tenants: Collection[str]
+) -> dict[str, Any] | None:
+    """_manifest_changes when only the digests of `tenants` can differ (the rest of the
+    manifests is the same bytes): theirs compared, found by their members."""
+    head = _MANIFEST_HEAD.match(target_manifest)
+    if head is None or b"\\" in base_manifest or b"\\" in target_manifest:
+        return None
+    changed: dict[str, str] = {}
+    for tenant in tenants:
+        key = b'"' + tenant.encode() + b'":"'
+        digests = []
+        for manifest in (base_manifest, target_manifest):
+            at = manifest.find(key, manifest.find(_MANIFEST_SEPARATORS[0]))
+            end = manifest.find(b'"', at + len(key))
+            if at < 0 or end < 0:
+                return None
+            digests.append(manifest[at + len(key) : end])
+        if digests[0] != digests[1]:
+            changed[tenant] = digests[1].decode()
+    return {
+        "format": int(head.group(1)),
+        "hosts": ({}, set()),
+        "tenants": (changed, set()),
+        "wildcards": ({}, set()),
+    }
+
+
 def _decoded_changes(base_manifest: bytes, target_manifest: bytes) -> dict[str, Any]:
     """_manifest_changes by decoding both manifests (any JSON layout)."""
     before, after = json.loads(base_manifest), json.loads(target_manifest)
@@ -245,17 +273,27 @@ def make_delta(
     base: str,
     *,
     resolver: Resolver | None = None,
+    patched: tuple[str, Collection[str]] | None = None,
 ) -> Delta:
     """The delta from `base` (whose manifest is `base_manifest`) to `bundle` (compiled,
     with its manifest). With `resolver`, the delta's tenants are resolved and `content` is
-    that of the resolved full bundle; without, the compiled one's."""
+    that of the resolved full bundle; without, the compiled one's. `patched`: (version,
+    tenants) when the bundle is that version's with only those tenants' lines replaced
+    (CompileResult.patched): from that version, only their digests are compared."""
     version = sha256_tag(target_manifest)
     if f'"version":"{version}"'.encode() not in bundle[bundle.rfind(b'"version":') :]:
         raise DeltaError(f"the target manifest ({version}) is not this bundle's")
     if sha256_tag(base_manifest) != base:
         raise DeltaError(f"the manifest given for {base} is not that version's")
-    changes = _manifest_changes(base_manifest, target_manifest) or _decoded_changes(
-        base_manifest, target_manifest
+    changes = (
+        _patched_changes(base_manifest, target_manifest, patched[1])
+        if patched is not None and patched[0] == base
+        else None
+    )
+    changes = (
+        changes
+        or _manifest_changes(base_manifest, target_manifest)
+        or _decoded_changes(base_manifest, target_manifest)
     )
     changed_tenants, dropped_tenants = changes["tenants"]
     wanted = set(changed_tenants)
