@@ -74,30 +74,33 @@ def started_syncer(repo: Repo, inventory: Path, workdir: Path) -> Syncer:
     return syncer
 
 
-@pytest.fixture
-def fleet(tmp_path: Path, make_node, make_origin, monkeypatch):
-    """Four edges, an origin, the repository and an inventory naming the edges."""
-    nodes = {name: make_node(name) for name in REGIONS}
+def build_fleet(tmp_path: Path, make_node, make_origin, monkeypatch, shields=()) -> dict:
+    """Four edges (`REGIONS`) and `shields` ((name, region) pairs), an origin, the
+    repository and an inventory naming them; the first commit applied."""
+    groups = {"edge": dict(REGIONS), "shield": dict(shields)}
+    nodes = {name: make_node(name) for group in groups.values() for name in group}
     origin = make_origin("site")
     inventory = tmp_path / "inventory"
     (inventory / "group_vars" / "all").mkdir(parents=True)
     (inventory / "group_vars" / "all" / "cdn.yml").write_text(
         "cdn_tenant_policy:\n  allow_private_origins: true\n"
     )
-    hosts = {}
-    for name, node in nodes.items():
-        public_host, _, public_port = node.edge.settings.listen.rpartition(":")
-        admin_host, _, admin_port = node.edge.settings.admin_listen.rpartition(":")
-        hosts[name] = {
-            "cdn_region": REGIONS[name],
-            "cdn_public_address": public_host,
-            "cdn_public_http_port": int(public_port),
-            "cdn_private_address": admin_host,
-            "cdn_admin_api_port": int(admin_port),
-        }
-    (inventory / "hosts.yml").write_text(
-        yaml.safe_dump({"all": {"children": {"edge": {"hosts": hosts}}}})
-    )
+    children = {}
+    for group, members in groups.items():
+        hosts = {}
+        for name, region in members.items():
+            public_host, _, public_port = nodes[name].edge.settings.listen.rpartition(":")
+            admin_host, _, admin_port = nodes[name].edge.settings.admin_listen.rpartition(":")
+            hosts[name] = {
+                "cdn_region": region,
+                "cdn_public_address": public_host,
+                "cdn_public_http_port": int(public_port),
+                "cdn_private_address": admin_host,
+                "cdn_admin_api_port": int(admin_port),
+            }
+        if hosts:
+            children[group] = {"hosts": hosts}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": children}}))
     repo = Repo(tmp_path)
     repo.write("site", origin.address)
     first = repo.commit("site")
@@ -112,6 +115,11 @@ def fleet(tmp_path: Path, make_node, make_origin, monkeypatch):
         "first": first,
         "tmp": tmp_path,
     }
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, make_node, make_origin, monkeypatch):
+    return build_fleet(tmp_path, make_node, make_origin, monkeypatch)
 
 
 def configs(fleet) -> dict[str, dict]:
@@ -176,6 +184,27 @@ def test_a_failed_canary_is_rolled_back_and_the_rest_never_see_it(fleet):
     text = syncer.metrics.render()
     assert 'cdn_sync_failures_total{reason="canary"} 1' in text
     assert re.search(r"cdn_sync_last_success_timestamp_seconds [1-9]", text)
+
+
+def test_shields_take_a_commit_with_the_canaries_and_go_back_with_them(
+    tmp_path, make_node, make_origin, monkeypatch
+):
+    fleet = build_fleet(tmp_path, make_node, make_origin, monkeypatch, [("eu-shield", "eu")])
+    repo, syncer, shield = fleet["repo"], fleet["syncer"], fleet["nodes"]["eu-shield"]
+    assert shield.admin.get("/config").json()["commit"] == fleet["first"]
+    before = shield.admin.get("/config").json()["version"]
+    repo.write("broken", f"127.0.0.1:{free_port()}")
+    repo.commit("origin down")
+    result = syncer.cycle()
+    assert (result.outcome, result.reason) == ("rejected", "canary"), result
+    assert result.edges["eu-shield"].startswith("rolled back"), result
+    assert shield.admin.get("/config").json()["version"] == before
+    repo.remove("broken")
+    repo.write("shop", fleet["origin"].address)
+    commit = repo.commit("shop")
+    result = syncer.cycle()
+    assert result.outcome == "applied" and result.edges["eu-shield"].startswith("sent"), result
+    assert {c["commit"] for c in configs(fleet).values()} == {commit}
 
 
 def test_a_removed_tenant_is_404_everywhere_and_its_cache_purged(fleet):

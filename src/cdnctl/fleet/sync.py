@@ -5,12 +5,14 @@ yet handled, validate it fleet-wide (domain conflicts reported on the files the 
 adds or edits), compile, resolve every secret, then, in the safe order:
 1. DNS hosts (inventory group `dns`): names the commit removes leave the zones
    (`zones_push`, the geodns role's layout);
-2. canaries: one reachable edge per region, all regions at once, take the bundle and must
+2. shields (group `shield`): the tier the canaries' misses go through (they serve no
+   client; rolled back with the canaries);
+3. canaries: one reachable edge per region, all regions at once, take the bundle and must
    pass `canary.check_canary` (a smoke request and a 5xx window) for every tenant they did
    not run as it is now;
-3. the other edges in parallel;
-4. DNS hosts: the names the commit adds enter the zones;
-5. certificates (with `group_vars/all/certificates.yml`): `certificates.converge` issues
+4. the other edges in parallel;
+5. DNS hosts: the names the commit adds enter the zones;
+6. certificates (with `group_vars/all/certificates.yml`): `certificates.converge` issues
    what new ACME tenants lack (the CA resolves their names, now on DNS, and reaches an edge
    that serves their HTTP-01 tokens: every edge does) and gives every edge exactly the
    wanted certificates, before the customers move their traffic (their CNAMEs).
@@ -72,7 +74,8 @@ class SyncError(RuntimeError):
 class FleetEdge:
     edge: Edge  # admin API
     region: str
-    public_url: str  # the public listener, where tenants' traffic goes
+    public_url: str  # the public listener, where tenants' traffic goes ("" for a shield)
+    shield: bool = False  # a shield: the tier behind a region's edges
 
     @property
     def name(self) -> str:
@@ -80,28 +83,31 @@ class FleetEdge:
 
 
 def fleet_from_inventory(inventory: Path, data: Mapping[str, Any]) -> list[FleetEdge]:
-    """The `edge` group of an inventory's `ansible-inventory --list` document: admin URL
-    (cdn_private_address, cdn_admin_api_port), region (cdn_region) and public listener
-    (cdn_public_address, cdn_public_http_port)."""
+    """The `edge` and `shield` groups of an inventory's `ansible-inventory --list` document:
+    admin URL (cdn_private_address, cdn_admin_api_port), region (cdn_region) and, for edges,
+    the public listener (cdn_public_address, cdn_public_http_port)."""
     hostvars = data.get("_meta", {}).get("hostvars", {})
     fleet = []
-    for host in data.get("edge", {}).get("hosts", []):
-        hv = hostvars.get(host, {})
-        missing = [key for key in ("cdn_region", "cdn_public_address") if key not in hv]
-        if missing:
-            raise SyncError(
-                f"{inventory}: edge {host} has no {', '.join(missing)}: every edge needs its "
-                "region and public address (see fleet/inventory.py)"
-            )
-        admin = hv.get("cdn_private_address") or hv.get("ansible_host") or host
-        port = hv.get("cdn_admin_api_port", DEFAULT_ADMIN_PORT)
-        public = f"{hv['cdn_public_address']}:{hv.get('cdn_public_http_port', DEFAULT_PUBLIC_PORT)}"
-        fleet.append(
-            FleetEdge(
-                Edge(host, f"http://{admin}:{port}"), str(hv["cdn_region"]), f"http://{public}"
-            )
-        )
-    if not fleet:
+    for group in ("edge", "shield"):
+        for host in data.get(group, {}).get("hosts", []):
+            hv = hostvars.get(host, {})
+            needed = ("cdn_region", "cdn_public_address") if group == "edge" else ("cdn_region",)
+            missing = [key for key in needed if key not in hv]
+            if missing:
+                raise SyncError(
+                    f"{inventory}: {group} {host} has no {', '.join(missing)}: every edge needs "
+                    "its region and public address, every shield its region "
+                    "(see fleet/inventory.py)"
+                )
+            admin = hv.get("cdn_private_address") or hv.get("ansible_host") or host
+            port = hv.get("cdn_admin_api_port", DEFAULT_ADMIN_PORT)
+            public = ""
+            if group == "edge":
+                public_port = hv.get("cdn_public_http_port", DEFAULT_PUBLIC_PORT)
+                public = f"http://{hv['cdn_public_address']}:{public_port}"
+            edge = Edge(host, f"http://{admin}:{port}")
+            fleet.append(FleetEdge(edge, str(hv["cdn_region"]), public, group == "shield"))
+    if not any(not node.shield for node in fleet):
         raise SyncError(f"{inventory}: no hosts in group edge")
     return fleet
 
@@ -373,7 +379,7 @@ class Syncer:
         running = self._running(fleet)
         reachable = [edge for edge in fleet if running[edge.name] is not None]
         down = {edge.name: "unreachable" for edge in fleet if running[edge.name] is None}
-        if not reachable:  # not the commit's fault: tried again next cycle, canaried then
+        if all(edge.shield for edge in reachable):  # tried again next cycle, canaried then
             return CycleResult(commit, "waiting", "unreachable", "no edge answered", down)
         zones = self._zone_plan(topology.zones, compiled.results)
         phase("plan")
@@ -386,15 +392,29 @@ class Syncer:
                 return self._reject(commit, "dns", f"removing names from DNS: {exc}")
             restore = (zones.dns, zones.before)
             phase("dns_remove")
+        edges: dict[str, str] = dict(down)
+        # Shields first: the canaries' misses go through them. They serve no client, and go
+        # back with the canaries when the commit is rejected.
+        shields = [edge for edge in reachable if edge.shield]
+        applied: list[FleetEdge] = []
+        if shields:
+            results = self._push_all(shields, pusher, commit)
+            edges.update(results)
+            applied = [edge for edge in shields if not results[edge.name].startswith("failed")]
+            failed = [
+                f"{name}: {what}" for name, what in results.items() if what.startswith("failed")
+            ]
+            if failed:
+                return self._rollback(commit, "apply", "; ".join(failed), applied, edges, restore)
+            phase("shields")
         canaries: list[FleetEdge] = []
         for edge in reachable:
-            if edge.region not in {c.region for c in canaries}:
+            if not edge.shield and edge.region not in {c.region for c in canaries}:
                 canaries.append(edge)
-        edges: dict[str, str] = dict(down)
         trials = self._pool_map(
             lambda canary: self._try_canary(canary, pusher, commit, digests, domains), canaries
         )
-        applied = [canary for canary, trial in zip(canaries, trials, strict=True) if trial.took]
+        applied += [canary for canary, trial in zip(canaries, trials, strict=True) if trial.took]
         edges.update(
             {canary.name: trial.what for canary, trial in zip(canaries, trials, strict=True)}
         )
@@ -409,7 +429,7 @@ class Syncer:
                 commit, "canary", "; ".join(failed_canaries), applied, edges, restore
             )
         phase("canary")
-        rest = [edge for edge in reachable if edge not in canaries]
+        rest = [edge for edge in reachable if edge not in canaries and not edge.shield]
         results = self._push_all(rest, pusher, commit)
         edges.update(results)
         failed = [name for name, what in results.items() if what.startswith("failed")]
