@@ -68,6 +68,18 @@ def request_counts(
     return {tenant: (total, errors) for tenant, (total, errors) in counts.items()}
 
 
+def not_routed(response: httpx.Response) -> bool:
+    """The edge's (or its shield's) own 404 for a Host it has no tenant for: the tenant did
+    not reach that node, whatever its origin would answer."""
+    if response.status_code != 404 or "json" not in response.headers.get("content-type", ""):
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("error") == "unknown host"
+
+
 def check_canary(
     edge: Edge,
     token: str,
@@ -93,12 +105,12 @@ def check_canary(
                 response = http.get(SMOKE_PATH, headers={"Host": host})
             except httpx.HTTPError as exc:
                 return CanaryVerdict(False, "smoke", f"{tenant}: GET {host}{SMOKE_PATH}: {exc}")
-            if response.status_code >= 500:
+            if response.status_code >= 500 or not_routed(response):
                 return CanaryVerdict(
                     False,
                     "smoke",
                     f"{tenant}: GET http://{host}{SMOKE_PATH} through the canary answered "
-                    f"{response.status_code}",
+                    f"{response.status_code} {response.text[:120]}",
                 )
     time.sleep(window)
     try:
