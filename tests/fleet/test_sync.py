@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import threading
@@ -18,8 +19,9 @@ from cdnctl.fleet.sync import Syncer, SyncSettings
 from cdnctl.fleet.sync_server import SIGNATURE_HEADER, SyncServer, signature
 from tests.conftest import tenant_doc
 from tests.edge.conftest import ADMIN_TOKEN, make_node, make_origin
+from tests.fleet.pebble import make_pebble
 
-__all__ = ["make_node", "make_origin"]
+__all__ = ["make_node", "make_origin", "make_pebble"]
 pytestmark = pytest.mark.integration
 REGIONS = {"eu1": "eu", "eu2": "eu", "us1": "us", "us2": "us"}
 
@@ -205,6 +207,28 @@ def test_shields_take_a_commit_with_the_canaries_and_go_back_with_them(
     result = syncer.cycle()
     assert result.outcome == "applied" and result.edges["eu-shield"].startswith("sent"), result
     assert {c["commit"] for c in configs(fleet).values()} == {commit}
+
+
+def test_a_new_acme_tenant_gets_its_certificate_on_every_edge(fleet, make_pebble, capsys):
+    """A real pebble: its HTTP-01 checks reach eu1 (every edge serves the tokens)."""
+    repo, syncer, nodes = fleet["repo"], fleet["syncer"], fleet["nodes"]
+    pebble = make_pebble(int(nodes["eu1"].address.rpartition(":")[2]))
+    settings = {
+        "directory_url": pebble.directory_url,
+        "ca_bundle": str(pebble.listener_ca),
+        "state_dir": str(fleet["tmp"] / "certificates"),
+    }
+    certificates_yml = fleet["inventory"] / "group_vars" / "all" / "certificates.yml"
+    certificates_yml.write_text(yaml.safe_dump({"cdn_acme": settings}))
+    repo.write("shop", fleet["origin"].address)
+    repo.commit("shop, with an ACME certificate (the default)")
+    capsys.readouterr()
+    assert syncer.cycle().outcome == "applied"
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    issued = next(r for r in logged if r["event"] == "sync_certificates")
+    assert issued["ok"] and sorted(issued["issued"]) == ["shop", "site"], issued
+    for node in nodes.values():
+        assert set(node.admin.get("/certificates").json()["certificates"]) == {"shop", "site"}
 
 
 def test_a_removed_tenant_is_404_everywhere_and_its_cache_purged(fleet):

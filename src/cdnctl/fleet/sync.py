@@ -511,7 +511,7 @@ class Syncer:
             report = certificates.converge(
                 wanted,
                 settings,
-                [edge.edge for edge in edges],
+                [edge.edge for edge in edges if not edge.shield],  # as `cdnctl certs issue`
                 self.settings.token,
                 renew=False,
                 vault_secret=self.settings.vault_secret,
