@@ -297,7 +297,9 @@ def _patched_compile(
         tuple(sorted({prefix + name for name in seen[1]} | fresh.keys())),
         (),
     )
-    if not cache.append(fresh, git=git_record, bundle=kept):
+    if (fresh or git_record != cache.git or kept != last) and not cache.append(
+        fresh, git=git_record, bundle=kept
+    ):
         unchanged = [display for display in cache.index if display not in fresh]
         cache.save(
             unchanged,
