@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +19,9 @@ import httpx
 from cdnctl.bundle.rollout import SMOKE_LABEL
 from cdnctl.edge.admin_client import Edge, EdgeError
 
-SMOKE_PATH = "/"
+# Each smoke request asks for a path of its own under this prefix: never in any cache, so
+# it reaches the shield and the tenant's origin (a cached "/" would hide a dead origin).
+SMOKE_PREFIX = "/.well-known/cdnctl-canary/"
 _SAMPLE = re.compile(
     r'^cdn_requests_total\{tenant="(?P<tenant>[^"]*)",status_class="(?P<status>[^"]*)"'
     r"[^}]*\}\s+(?P<value>[0-9.eE+]+)$"
@@ -68,6 +71,10 @@ def request_counts(
     return {tenant: (total, errors) for tenant, (total, errors) in counts.items()}
 
 
+def smoke_path() -> str:
+    return SMOKE_PREFIX + uuid.uuid4().hex
+
+
 def not_routed(response: httpx.Response) -> bool:
     """The edge's (or its shield's) own 404 for a Host it has no tenant for: the tenant did
     not reach that node, whatever its origin would answer."""
@@ -100,16 +107,16 @@ def check_canary(
         return CanaryVerdict(False, "smoke", f"cannot read the canary's metrics: {exc}")
     with httpx.Client(base_url=public_url, timeout=timeout) as http:
         for tenant, domains in sorted(changed.items()):
-            host = smoke_host(domains)
+            host, path = smoke_host(domains), smoke_path()
             try:
-                response = http.get(SMOKE_PATH, headers={"Host": host})
+                response = http.get(path, headers={"Host": host})
             except httpx.HTTPError as exc:
-                return CanaryVerdict(False, "smoke", f"{tenant}: GET {host}{SMOKE_PATH}: {exc}")
+                return CanaryVerdict(False, "smoke", f"{tenant}: GET {host}{path}: {exc}")
             if response.status_code >= 500 or not_routed(response):
                 return CanaryVerdict(
                     False,
                     "smoke",
-                    f"{tenant}: GET http://{host}{SMOKE_PATH} through the canary answered "
+                    f"{tenant}: GET http://{host}{path} through the canary answered "
                     f"{response.status_code} {response.text[:120]}",
                 )
     time.sleep(window)
