@@ -55,6 +55,33 @@ def pieces(data: mmap.mmap | bytes, patches: Sequence[Span]) -> list[bytes | mem
     return out
 
 
+def find_sorted(data: mmap.mmap | bytes, separator: bytes, key: bytes, lo: int, hi: int) -> int:
+    """Where `<separator>"<key>":` begins in data[lo:hi]: records that each begin with
+    `<separator>"<key>":`, sorted by key, and no other `<separator>"` in them (a bundle's
+    tenant lines; a manifest's tenant members, with data[lo] the `{` before the first). By
+    bisection: a find over a gigabyte of bundle took 0.1-0.3 s per tenant. -1 when none."""
+    marker, needle = separator + b'"', separator + b'"' + key + b'":'
+    if data[lo : lo + len(separator)] != separator and (
+        data[lo + 1 : lo + len(needle)] == needle[len(separator) :]
+    ):
+        return lo  # the first record, after a `{` instead of the separator
+    while hi - lo > 4096:
+        mid = (lo + hi) // 2
+        start = data.find(marker, mid, hi)
+        if start < 0:
+            hi = mid
+            continue
+        end = data.find(b'"', start + len(marker))
+        found = data[start + len(marker) : end]
+        if found == key:
+            return start if data[end : end + 2] == b'":' else -1
+        if found < key:
+            lo = start + 1
+        else:
+            hi = start
+    return data.find(needle, lo, min(len(data), hi + len(needle)))
+
+
 def patch_bundle(
     data: mmap.mmap | bytes, record: BundleRecord, manifest: bytes, edited: Sequence[FileResult]
 ) -> Patched | None:
@@ -64,13 +91,15 @@ def patch_bundle(
     spans = {start: (end, text) for start, end, text in record.patches}
     new_manifest = bytearray(manifest)
     tenants_at = manifest.find(_TENANTS)
-    if tenants_at < 0:
+    members_to = manifest.find(b'},"wildcards":', tenants_at)
+    if tenants_at < 0 or members_to < 0:
         return None
+    lines_from, lines_to = data.find(b"{\n"), data.rfind(b"\n}")
     for result in edited:
         tenant = (result.tenant_id or "").encode()
         if result.fragment is None or result.digest is None or len(result.digest) != _DIGEST:
             return None
-        start = data.find(b'\n"' + tenant + b'":{')
+        start = find_sorted(data, b"\n", tenant, lines_from + 1, lines_to)
         if start < 0:
             return None  # not in this bundle: an added tenant
         end = data.find(b"\n", start + 1)
@@ -82,11 +111,10 @@ def patch_bundle(
             return None  # the fleet check and the host indexes would change
         new_line = b'\n"' + tenant + b'":' + bytes(result.fragment) + b"," * comma
         spans[start] = (end, new_line)
-        key = b'"' + tenant + b'":"'
-        at = manifest.find(key, tenants_at)
+        at = find_sorted(manifest, b",", tenant, tenants_at + len(_TENANTS) - 1, members_to)
         if at < 0:
             return None
-        at += len(key)
+        at += len(tenant) + 5  # past ,"<id>":"
         new_manifest[at : at + _DIGEST] = result.digest.encode()
     manifest_bytes = bytes(new_manifest)
     version = sha256_tag(manifest_bytes)

@@ -1,0 +1,28 @@
+"""Patching the last bundle: finding a tenant's line and manifest member by bisection."""
+
+from __future__ import annotations
+
+import random
+
+from cdnctl.bundle.patch import find_sorted
+
+
+def test_find_sorted_finds_what_a_plain_find_finds():
+    """In bundle-like lines and manifest-like members (long enough to bisect), present and
+    absent ids, the first and the last record."""
+    rng = random.Random(3)
+    for _ in range(300):
+        suffixes = ["", "-a", "b"]
+        ids = sorted({f"t{rng.randint(0, 5000):05d}{rng.choice(suffixes)}" for _ in range(400)})
+        pad = "x" * rng.randint(0, 40)
+        lines = ",".join(f'\n"{i}":{{"id":"{i}","p":"{pad}"}}' for i in ids)
+        bundle = ('{"format":1,"hosts":{},"tenants":{' + lines + '\n},"version":"v"}').encode()
+        members = ",".join(f'"{i}":"sha256:{i}"' for i in ids)
+        manifest = ('{"format":1,"hosts":{},"tenants":{' + members + '},"wildcards":{}}').encode()
+        lo, hi = bundle.find(b"{\n") + 1, bundle.rfind(b"\n}")
+        mlo, mhi = manifest.find(b'"tenants":{') + 10, manifest.find(b'},"wildcards":')
+        keys = [ids[0], ids[-1], *rng.sample(ids, 3), "t", "t99999", "a", "t0000"]
+        for key in (k.encode() for k in keys):
+            assert find_sorted(bundle, b"\n", key, lo, hi) == bundle.find(b'\n"' + key + b'":{')
+            at = manifest.find(b'"' + key + b'":"', mlo)
+            assert find_sorted(manifest, b",", key, mlo, mhi) == (at - 1 if at >= 0 else -1)
