@@ -244,6 +244,8 @@ class Syncer:
         if not (self.clone / ".git").is_dir():
             self.clone.parent.mkdir(parents=True, exist_ok=True)
             _git(self.clone.parent, "clone", "--quiet", "--no-checkout", self.settings.repo, "repo")
+        else:  # a state dir kept across a change of --repo follows the new one
+            _git(self.clone, "remote", "set-url", "origin", self.settings.repo)
         _git(
             self.clone,
             "fetch",
