@@ -229,6 +229,20 @@ def test_a_new_acme_tenant_gets_its_certificate_on_every_edge(fleet, make_pebble
     assert issued["ok"] and sorted(issued["issued"]) == ["shop", "site"], issued
     for node in nodes.values():
         assert set(node.admin.get("/certificates").json()["certificates"]) == {"shop", "site"}
+    # A commit that needs no other certificate does not run the converge again (about 1 s
+    # a cycle); one that adds an ACME tenant does.
+    repo.write("shop", fleet["origin"].address, name="Shop, renamed")
+    repo.commit("shop renamed: the same certificates")
+    assert syncer.cycle().outcome == "applied"
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    again = next(r for r in logged if r["event"] == "sync_certificates")
+    assert again["ok"] and again.get("unchanged") is True, again
+    repo.write("blog", fleet["origin"].address)
+    repo.commit("blog, a new ACME tenant")
+    assert syncer.cycle().outcome == "applied"
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    third = next(r for r in logged if r["event"] == "sync_certificates")
+    assert third["ok"] and third["issued"] == ["blog"], third
 
 
 def test_a_removed_tenant_is_404_everywhere_and_its_cache_purged(fleet):
