@@ -132,7 +132,6 @@ class CompileCache:
         self.indexes: tuple[bytes, bytes] | None = None  # its (hosts, wildcards) JSON
         self.git: GitRecord | None = None  # what git said at the last compile
         self.bundle: BundleRecord | None = None  # the bundle of exactly these entries
-        self._blob_size = 0  # the blob's size at the last save
         self._token = ""  # names the index a journal record applies to
         self._journal_size = 0  # bytes of it applied; -1: unusable (write the index again)
         self._load()
@@ -155,9 +154,9 @@ class CompileCache:
                 return  # truncated: fragments it points at are gone
         except (OSError, EOFError, ValueError, TypeError, struct.error):
             return  # corrupt or foreign: slower only
-        written_at_ns, blob_size, fleet_clean, indexes, git, bundle = state
+        written_at_ns, _, fleet_clean, indexes, git, bundle = state
         self._index, self._entries, self._overlay = None, data[_LENGTH.size + length :], overlay
-        self.written_at_ns, self.blob_name, self._blob_size = written_at_ns, blob_name, blob_size
+        self.written_at_ns, self.blob_name = written_at_ns, blob_name
         self.fleet_clean, self.indexes = bool(fleet_clean), indexes
         self.git = GitRecord(*git) if git else None
         self.bundle = BundleRecord(*bundle) if bundle else None
