@@ -244,6 +244,9 @@ def main() -> None:
         finally:
             sync.terminate()
             sync.wait(30)
+            kept = Path(tempfile.gettempdir()) / "cdnctl-propagation-sync.log"
+            shutil.copyfile(Path(tmp) / "sync-2s.log", kept)  # its phases, per commit
+            result["sync_log"] = str(kept)
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=2, sort_keys=True))
 

@@ -139,10 +139,13 @@ def platform_wanted(domain: str) -> Wanted:
     return Wanted(PLATFORM, "acme", (f"*.{domain}",), challenge="dns-01")
 
 
-def platform_from_inventory(inventory: Path) -> tuple[Wanted, Callable[[dict[str, str]], None]]:
+def platform_from_inventory(
+    inventory: Path, listing: Mapping[str, Any] | None = None
+) -> tuple[Wanted, Callable[[dict[str, str]], None]]:
     """The platform wildcard of an inventory (its GeoDNS domain) and the DNS-01 publisher
-    that puts a payload on every host of its `dns` group, or fails naming the hosts."""
-    listing = inventory_json(inventory)
+    that puts a payload on every host of its `dns` group, or fails naming the hosts.
+    `listing`: its `ansible-inventory --list`, when the caller has it (about 1 s)."""
+    listing = inventory_json(inventory) if listing is None else listing
     domain = dns.load_settings(inventory, dns.platform_vars(listing)).domain
     hosts = dns.DnsHosts(inventory)
 

@@ -117,6 +117,7 @@ def fleet_from_inventory(inventory: Path, data: Mapping[str, Any]) -> list[Fleet
 class Topology:
     edges: list[FleetEdge]
     zones: DnsZones | None  # None: the inventory has no dns group (or its settings fail)
+    listing: Mapping[str, Any]  # its `ansible-inventory --list`
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,8 @@ class Syncer:
                     zones = DnsZones(inventory, listing)
                 except DnsError as exc:
                     log_event("sync_dns_skipped", reason=f"the DNS settings do not load: {exc}")
-            self._inventory = (key, Topology(fleet_from_inventory(inventory, listing), zones))
+            fleet = fleet_from_inventory(inventory, listing)
+            self._inventory = (key, Topology(fleet, zones, listing))
         return self._inventory[1]
 
     def _cycle(self) -> CycleResult:
@@ -531,7 +533,8 @@ class Syncer:
             wanted = certificates.wanted_certificates(tenants, base)
             publish = None
             if settings.platform_wildcard:
-                platform, publish = certificates.platform_from_inventory(inventory)
+                listing = self.topology().listing  # read once per inventory change
+                platform, publish = certificates.platform_from_inventory(inventory, listing)
                 wanted.append(platform)
             targets = [edge.edge for edge in edges if not edge.shield]  # as `certs issue`
             key = certificates_key(wanted, targets)
