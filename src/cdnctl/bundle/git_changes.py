@@ -15,9 +15,10 @@ ignored): the caller then scans the directory.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from cdnctl.bundle.git_command import GitError, git
 
 GIT_TIMEOUT = 60
 
@@ -75,13 +76,6 @@ class GitView:
 
 def _git(directory: Path, *args: str) -> bytes | None:
     try:
-        proc = subprocess.run(
-            ["git", *args],
-            cwd=directory,
-            capture_output=True,
-            check=False,
-            timeout=GIT_TIMEOUT,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        return git(directory, *args, timeout=GIT_TIMEOUT)
+    except GitError:
         return None
-    return proc.stdout if proc.returncode == 0 else None

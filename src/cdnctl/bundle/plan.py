@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from cdnctl.bundle.git_command import GitError, git
 from cdnctl.tenants.policy import Policy
 from cdnctl.tenants.problems import Problem
 from cdnctl.tenants.validate import TENANT_SUFFIX, FileResult, check_file
@@ -48,18 +48,13 @@ class Plan:
         }
 
 
-class GitError(RuntimeError):
-    pass
-
-
 def _git(cwd: Path, *args: str, stdin: bytes | None = None, check: bool = True) -> bytes:
-    proc = subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, check=False)
-    if proc.returncode != 0:
-        if not check:
-            return b""
-        message = proc.stderr.decode(errors="replace").strip()
-        raise GitError(message or f"git {args[0]} failed")
-    return proc.stdout
+    try:
+        return git(cwd, *args, stdin=stdin)
+    except GitError:
+        if check:
+            raise
+        return b""
 
 
 def tenants_at_ref(

@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -49,8 +48,9 @@ from typing import Any
 
 from cdnctl.bundle.compile import compile_paths
 from cdnctl.bundle.format import bundle_json
+from cdnctl.bundle.git_command import GitError, git
 from cdnctl.bundle.manifest_store import ManifestStore
-from cdnctl.bundle.plan import GitError, changed_files
+from cdnctl.bundle.plan import changed_files
 from cdnctl.bundle.secrets import SecretResolutionError, resolve_secrets
 from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT, AdminClient, Edge, EdgeError
 from cdnctl.edge.push import Pusher
@@ -62,7 +62,6 @@ from cdnctl.fleet.targets import inventory_json
 from cdnctl.fleet.zones_push import DnsZones, ZonesError, ZoneSet, kept_names, names_of_bundle
 from cdnctl.tenants.policy import PolicyError, load_policy
 
-GIT_TIMEOUT = 120
 DEFAULT_PUBLIC_PORT = 80
 REASONS = ("fetch", "unreachable", "invalid", "secrets", "dns", "canary", "apply", "rollback")
 
@@ -214,19 +213,9 @@ def log_event(event: str, **fields: Any) -> None:
 
 def _git(cwd: Path, *args: str) -> str:
     try:
-        proc = subprocess.run(
-            ["git", *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=GIT_TIMEOUT,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SyncError(f"git {' '.join(args)}: {exc}") from None
-    if proc.returncode != 0:
-        raise SyncError(f"git {' '.join(args)} in {cwd}: {proc.stderr.strip()}")
-    return proc.stdout.strip()
+        return git(cwd, *args).decode().strip()
+    except GitError as exc:
+        raise SyncError(f"git {' '.join(args)} in {cwd}: {exc}") from None
 
 
 # A converge is run again after this long even when nothing changed (an edge replaced by
