@@ -6,6 +6,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 
 from cdnctl.edge.runner import free_port
 from cdnctl.fleet import dns as fleet_dns
+from cdnctl.fleet.targets import inventory_json
 
 GDNSD = shutil.which("gdnsd") or "/usr/sbin/gdnsd"
 
@@ -70,6 +72,31 @@ class Gdnsd:
             run_dir=str(self.run_dir),
             state_dir=str(self.state_dir),
         )
+
+    def host_vars(self) -> dict[str, object]:
+        """An inventory's DNS host for this gdnsd: this machine (Ansible's local connection),
+        region eu, the geodns role's directories pointing at this server's."""
+        return {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable,
+            "cdn_region": "eu",
+            "cdn_public_address": "127.0.0.1",
+            "geodns_config_dir": str(self.config_dir),
+            "geodns_state_dir": str(self.state_dir),
+        }
+
+    def configure_as_role(self, inventory: Path) -> tuple[fleet_dns.DnsSettings, fleet_dns.Fleet]:
+        """The config and zones the geodns role would give this server for `inventory`,
+        before any tenant; the inventory's DNS settings and fleet."""
+        listing = inventory_json(inventory)
+        settings = fleet_dns.load_settings(inventory, fleet_dns.platform_vars(listing))
+        fleet = fleet_dns.fleet_from_inventory(listing)
+        fleet_dns.write_tree(
+            self.config_dir,
+            fleet_dns.render_config(settings, fleet, self.server),
+            fleet_dns.render_zones(settings, fleet, []),
+        )
+        return settings, fleet
 
     def _as_gdnsd(self) -> list[str]:
         if os.geteuid() != 0:

@@ -32,12 +32,7 @@ def dns_host_vars(base: Path, server: Gdnsd, **extra: object) -> dict[str, objec
     """A DNS host of this machine: gdnsd's directories, the exporter's files and unit in
     `server`'s directory, no service started (systemd is Molecule's)."""
     return {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": sys.executable,
-        "cdn_region": "eu",
-        "cdn_public_address": "127.0.0.1",
-        "geodns_config_dir": str(server.config_dir),
-        "geodns_state_dir": str(server.state_dir),
+        **server.host_vars(),
         "geodns_run_dir": str(server.run_dir),
         "geodns_listen": [f"127.0.0.1:{server.port}"],
         "geodns_tenants_dir": str(base / "tenants"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from typer.testing import CliRunner
 from cdnctl.cli.app import app
 from cdnctl.edge.admin_client import Edge
 from cdnctl.edge.runner import free_port
-from cdnctl.fleet import dns
 from cdnctl.fleet.certificates import (
     PLATFORM,
     AcmeSettings,
@@ -31,7 +29,6 @@ from cdnctl.fleet.certificates import (
     platform_wanted,
     status,
 )
-from cdnctl.fleet.targets import inventory_json
 from tests.edge import conftest as edge_fixtures
 from tests.edge.conftest import ADMIN_TOKEN, Node
 from tests.fleet import pebble as pebble_fixtures
@@ -61,14 +58,7 @@ def inventory_for(base: Path, edge: Node, server: Gdnsd) -> Path:
     hosts = {
         "edge": {"eu-edge-1": {"cdn_region": "eu", "cdn_public_address": address}},
         "dns": {
-            "eu-dns-1": {
-                "ansible_connection": "local",
-                "ansible_python_interpreter": sys.executable,
-                "cdn_region": "eu",
-                "cdn_public_address": "127.0.0.1",
-                "geodns_state_dir": str(server.state_dir),
-                "geodns_config_dir": str(server.config_dir),
-            }
+            "eu-dns-1": server.host_vars(),
         },
     }
     (inventory / "hosts.yml").write_text(
@@ -86,14 +76,7 @@ def test_the_platform_wildcard_is_issued_by_dns01_and_served_for_platform_names(
 ) -> None:
     edge = make_node("eu", https_listen=f"127.0.0.1:{free_port()}")
     inventory = inventory_for(tmp_path, edge, gdnsd)
-    listing = inventory_json(inventory)
-    settings = dns.load_settings(inventory, dns.platform_vars(listing))
-    fleet = dns.fleet_from_inventory(listing)
-    dns.write_tree(
-        gdnsd.config_dir,
-        dns.render_config(settings, fleet, gdnsd.server),
-        dns.render_zones(settings, fleet, []),
-    )
+    gdnsd.configure_as_role(inventory)
     assert gdnsd.checkconf().returncode == 0
     gdnsd.start()
 

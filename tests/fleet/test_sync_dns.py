@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import yaml
 from cdnctl.bundle.compile import check_tenants
 from cdnctl.edge.runner import free_port
 from cdnctl.fleet import dns
-from cdnctl.fleet.targets import inventory_json
 from cdnctl.tenants.policy import load_policy
 from tests.edge.conftest import make_node, make_origin
 from tests.fleet.conftest import make_gdnsd, query
@@ -64,29 +62,10 @@ def lab(tmp_path: Path, make_node, make_origin, make_gdnsd, capsys):
         }
     hosts = {
         "edge": {"hosts": edges},
-        "dns": {
-            "hosts": {
-                "eu-dns-1": {
-                    "ansible_connection": "local",
-                    "ansible_python_interpreter": sys.executable,
-                    "cdn_region": "eu",
-                    "cdn_public_address": "127.0.0.1",
-                    "geodns_config_dir": str(server.config_dir),
-                    "geodns_state_dir": str(server.state_dir),
-                }
-            }
-        },
+        "dns": {"hosts": {"eu-dns-1": server.host_vars()}},
     }
     (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": hosts}}))
-    listing = inventory_json(inventory)
-    settings = dns.load_settings(inventory, dns.platform_vars(listing))
-    fleet = dns.fleet_from_inventory(listing)
-    # gdnsd as the geodns role leaves it, before any tenant
-    dns.write_tree(
-        server.config_dir,
-        dns.render_config(settings, fleet, server.server),
-        dns.render_zones(settings, fleet, []),
-    )
+    settings, fleet = server.configure_as_role(inventory)  # as the geodns role leaves it
     server.start()
     repo = Repo(tmp_path)
     repo.write("site", origin.address)

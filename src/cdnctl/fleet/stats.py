@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from cdnctl.fleet.targets import inventory_json
+from cdnctl.fleet.targets import host_url, inventory_json
 
 DEFAULT_PROMETHEUS_PORT = 9090
 UNKNOWN_TENANT = "_unknown"  # requests for hosts no tenant serves: not a tenant
@@ -197,9 +197,7 @@ def prometheus_urls(inventory: Path) -> list[str]:
     urls = []
     for host in data.get("prometheus", {}).get("hosts", []):
         hv = hostvars.get(host, {})
-        address = str(hv.get("cdn_private_address") or hv.get("ansible_host") or host)
-        address = f"[{address}]" if ":" in address else address
-        urls.append(f"http://{address}:{hv.get('cdn_prometheus_port', DEFAULT_PROMETHEUS_PORT)}")
+        urls.append(host_url(host, hv, hv.get("cdn_prometheus_port", DEFAULT_PROMETHEUS_PORT)))
     if not urls:
         raise ValueError(
             f"{inventory}: the prometheus group has no hosts; pass --prometheus URL instead"

@@ -58,7 +58,7 @@ from cdnctl.fleet import certificates
 from cdnctl.fleet.canary import check_canary
 from cdnctl.fleet.dns import DnsError, tenant_names
 from cdnctl.fleet.sync_state import GoodBundle, GoodCommit, Rejected, SyncState
-from cdnctl.fleet.targets import inventory_json
+from cdnctl.fleet.targets import host_url, inventory_json
 from cdnctl.fleet.zones_push import DnsZones, ZonesError, ZoneSet, kept_names, names_of_bundle
 from cdnctl.tenants.policy import PolicyError, load_policy
 
@@ -99,13 +99,12 @@ def fleet_from_inventory(inventory: Path, data: Mapping[str, Any]) -> list[Fleet
                     "its region and public address, every shield its region "
                     "(see fleet/inventory.py)"
                 )
-            admin = hv.get("cdn_private_address") or hv.get("ansible_host") or host
             port = hv.get("cdn_admin_api_port", DEFAULT_ADMIN_PORT)
             public = ""
             if group == "edge":
                 public_port = hv.get("cdn_public_http_port", DEFAULT_PUBLIC_PORT)
                 public = f"http://{hv['cdn_public_address']}:{public_port}"
-            edge = Edge(host, f"http://{admin}:{port}")
+            edge = Edge(host, host_url(host, hv, port))
             fleet.append(FleetEdge(edge, str(hv["cdn_region"]), public, group == "shield"))
     if not any(not node.shield for node in fleet):
         raise SyncError(f"{inventory}: no hosts in group edge")

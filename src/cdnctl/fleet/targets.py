@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,13 @@ def connection_plugins() -> str:
     project's (cdnctl_podman, the lab's connection; playbooks in ansible/ find it alone)."""
     own = str(project_root() / "ansible" / "connection_plugins")
     return os.pathsep.join(filter(None, (os.environ.get("ANSIBLE_CONNECTION_PLUGINS"), own)))
+
+
+def host_url(host: str, hostvars: Mapping[str, Any], port: object) -> str:
+    """http://ADDRESS:PORT of an inventory host on the private network: its
+    cdn_private_address, else ansible_host, else its name (IPv6 in brackets)."""
+    address = str(hostvars.get("cdn_private_address") or hostvars.get("ansible_host") or host)
+    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
 
 
 def inventory_json(inventory: Path) -> dict[str, Any]:
@@ -54,10 +61,8 @@ def edges_from_inventory(inventory: Path, groups: Sequence[str] = EDGE_GROUPS) -
     edges = []
     for host in names:
         hv = hostvars.get(host, {})
-        address = hv.get("cdn_private_address") or hv.get("ansible_host") or host
         port = hv.get("cdn_admin_api_port", DEFAULT_ADMIN_PORT)
-        host_part = f"[{address}]" if ":" in str(address) else address
-        edges.append(Edge(name=host, url=f"http://{host_part}:{port}"))
+        edges.append(Edge(name=host, url=host_url(host, hv, port)))
     if not edges:
         raise ValueError(f"{inventory}: no hosts in groups {', '.join(groups)}")
     return edges
