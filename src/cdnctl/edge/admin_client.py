@@ -9,7 +9,9 @@ every edge gets its own result: one unreachable edge never hides the others.
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +78,15 @@ def edges_from_urls(urls: Sequence[str]) -> list[Edge]:
     return edges
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings of every client this process opens (httpx's defaults: certifi's CAs,
+    SSL_CERT_FILE/SSL_CERT_DIR honoured), built once: building one costs about 35 ms of CPU
+    under the GIL, more than a whole admin call to a nearby edge, and a fleet-wide call
+    opens a client per edge."""
+    return httpx.create_ssl_context()
+
+
 class AdminClient:
     """One edge's admin API."""
 
@@ -85,6 +96,7 @@ class AdminClient:
             base_url=edge.url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout, connect=5.0),
+            verify=tls_context(),
         )
 
     def __enter__(self) -> AdminClient:
@@ -129,6 +141,18 @@ class AdminClient:
                 f"HTTP {response.status_code}: GET /config/manifest", response.status_code
             )
         return response.content
+
+    def metrics(self) -> str:
+        """`GET /metrics`: the edge's Prometheus text."""
+        try:
+            response = self._client.get("/metrics")
+        except httpx.HTTPError as exc:
+            raise EdgeError(f"{self.edge.url}/metrics: {type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise EdgeError(
+                f"{self.edge.url}/metrics: HTTP {response.status_code}", response.status_code
+            )
+        return response.text
 
     def running_tenants(self) -> dict[str, Any]:
         """{"version", "tenants": {id: digest}} of what the edge serves."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import httpx
 
 from cdnctl.bundle.rollout import SMOKE_LABEL
-from cdnctl.edge.admin_client import Edge, EdgeError
+from cdnctl.edge.admin_client import AdminClient, EdgeError, tls_context
 
 # Each smoke request asks for a path of its own under this prefix: never in any cache, so
 # it reaches the shield and the tenant's origin (a cached "/" would hide a dead origin).
@@ -41,26 +41,11 @@ def smoke_host(domains: Sequence[str]) -> str:
     return f"{SMOKE_LABEL}{domain[1:]}" if domain.startswith("*.") else domain
 
 
-def admin_metrics(edge: Edge, token: str, timeout: float = 10.0) -> str:
-    """The edge's admin `GET /metrics` (Prometheus text)."""
-    try:
-        response = httpx.get(
-            f"{edge.url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=timeout
-        )
-    except httpx.HTTPError as exc:
-        raise EdgeError(f"{edge.url}/metrics: {type(exc).__name__}: {exc}") from None
-    if response.status_code != 200:
-        raise EdgeError(f"{edge.url}/metrics: HTTP {response.status_code}", response.status_code)
-    return response.text
-
-
-def request_counts(
-    edge: Edge, token: str, tenants: Sequence[str]
-) -> dict[str, tuple[float, float]]:
+def request_counts(client: AdminClient, tenants: Sequence[str]) -> dict[str, tuple[float, float]]:
     """{tenant: (all requests, 5xx requests)} from the edge's admin /metrics."""
     wanted = set(tenants)
     counts: dict[str, list[float]] = {tenant: [0.0, 0.0] for tenant in wanted}
-    for line in admin_metrics(edge, token).splitlines():
+    for line in client.metrics().splitlines():
         match = _SAMPLE.match(line)
         if match is None or match["tenant"] not in wanted:
             continue
@@ -88,8 +73,7 @@ def not_routed(response: httpx.Response) -> bool:
 
 
 def check_canary(
-    edge: Edge,
-    token: str,
+    client: AdminClient,
     public_url: str,
     changed: Mapping[str, Sequence[str]],
     *,
@@ -98,14 +82,15 @@ def check_canary(
     timeout: float = 10.0,
 ) -> CanaryVerdict:
     """Smoke-test every changed tenant ({tenant: domains}) through the canary's public
-    listener, then watch their 5xx ratio for `window` seconds."""
+    listener, then watch their 5xx ratio for `window` seconds (`client`: the canary's admin
+    API)."""
     if not changed:
         return CanaryVerdict(True)
     try:
-        before = request_counts(edge, token, list(changed))
+        before = request_counts(client, list(changed))
     except EdgeError as exc:
         return CanaryVerdict(False, "smoke", f"cannot read the canary's metrics: {exc}")
-    with httpx.Client(base_url=public_url, timeout=timeout) as http:
+    with httpx.Client(base_url=public_url, timeout=timeout, verify=tls_context()) as http:
         for tenant, domains in sorted(changed.items()):
             host, path = smoke_host(domains), smoke_path()
             try:
@@ -121,7 +106,7 @@ def check_canary(
                 )
     time.sleep(window)
     try:
-        after = request_counts(edge, token, list(changed))
+        after = request_counts(client, list(changed))
     except EdgeError as exc:
         return CanaryVerdict(False, "error_ratio", f"cannot read the canary's metrics: {exc}")
     for tenant in sorted(changed):

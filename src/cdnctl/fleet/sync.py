@@ -5,11 +5,11 @@ yet handled, validate it fleet-wide (domain conflicts reported on the files the 
 adds or edits), compile, resolve every secret, then, in the safe order:
 1. DNS hosts (inventory group `dns`): names the commit removes leave the zones
    (`zones_push`, the geodns role's layout);
-2. shields (group `shield`): the tier the canaries' misses go through (they serve no
-   client; rolled back with the canaries);
-3. canaries: one reachable edge per region, all regions at once, take the bundle and must
-   pass `canary.check_canary` (a smoke request and a 5xx window) for every tenant they did
-   not run as it is now;
+2. shields (group `shield`: the tier the canaries' misses go through; they serve no client
+   and are rolled back with the canaries) and canaries (one reachable edge per region, all
+   regions) take the bundle at once;
+3. once every shield has it, the canaries must pass `canary.check_canary` (a smoke request
+   and a 5xx window) for every tenant they did not run as it is now;
 4. the other edges in parallel;
 5. DNS hosts: the names the commit adds enter the zones;
 6. certificates (with `group_vars/all/certificates.yml`): `certificates.converge` issues
@@ -408,28 +408,28 @@ class Syncer:
             restore = (zones.dns, zones.before)
             phase("dns_remove")
         edges: dict[str, str] = dict(down)
-        # Shields first: the canaries' misses go through them. They serve no client, and go
-        # back with the canaries when the commit is rejected.
+        # The shields and one canary per region take the commit at once; the canaries are
+        # checked once every shield has it (their misses go through the shields). Shields
+        # serve no client, and go back with the canaries when the commit is rejected.
         shields = [edge for edge in reachable if edge.shield]
-        applied: list[FleetEdge] = []
-        if shields:
-            results = self._push_all(shields, pusher, commit)
-            edges.update(results)
-            applied = [edge for edge in shields if not results[edge.name].startswith("failed")]
-            failed = [
-                f"{name}: {what}" for name, what in results.items() if what.startswith("failed")
-            ]
-            if failed:
-                return self._rollback(commit, "apply", "; ".join(failed), applied, edges, restore)
-            phase("shields")
         canaries: list[FleetEdge] = []
         for edge in reachable:
             if not edge.shield and edge.region not in {c.region for c in canaries}:
                 canaries.append(edge)
+        first = self._pool_map(lambda edge: self._take(edge, pusher, commit), shields + canaries)
+        taken = dict(zip((edge.name for edge in shields + canaries), first, strict=True))
+        edges.update({name: what for name, (what, _) in taken.items()})
+        applied: list[FleetEdge] = canaries + [
+            edge for edge in shields if not taken[edge.name][0].startswith("failed")
+        ]
+        failed = [f"{edge.name}: {taken[edge.name][0]}" for edge in shields if edge not in applied]
+        if failed:
+            return self._rollback(commit, "apply", "; ".join(failed), applied, edges, restore)
+        phase("shields_canaries")
         trials = self._pool_map(
-            lambda canary: self._try_canary(canary, pusher, commit, digests, domains), canaries
+            lambda canary: self._check_canary(canary, taken[canary.name], digests, domains),
+            canaries,
         )
-        applied += [canary for canary, trial in zip(canaries, trials, strict=True) if trial.took]
         edges.update(
             {canary.name: trial.what for canary, trial in zip(canaries, trials, strict=True)}
         )
@@ -591,37 +591,47 @@ class Syncer:
 
         return dict(zip((e.name for e in fleet), self._pool_map(one, fleet), strict=True))
 
-    def _try_canary(
+    def _take(
+        self, edge: FleetEdge, pusher: Pusher, commit: str
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Push to a shield or a canary: (what happened, the tenants a canary ran before).
+        A canary whose push failed may have taken it: it is rolled back too."""
+        before: dict[str, Any] | None = None
+        try:
+            with AdminClient(edge.edge, self.settings.token) as client:
+                if not edge.shield:
+                    before = client.running_tenants().get("tenants") or {}
+                answer = pusher.push(client, commit)
+        except EdgeError as exc:
+            if edge.shield and exc.status is None:
+                return "unreachable", None
+            return f"failed: {exc}", before
+        return f"{'' if edge.shield else 'canary: '}sent {answer.get('sent')}", before
+
+    def _check_canary(
         self,
         canary: FleetEdge,
-        pusher: Pusher,
-        commit: str,
+        taken: tuple[str, dict[str, Any] | None],
         digests: Mapping[str, str],
         domains: Mapping[str, list[str]],
     ) -> CanaryTrial:
-        """Push to one canary, then smoke-test (and watch) the tenants it did not run as
-        they are now."""
-        try:
-            with AdminClient(canary.edge, self.settings.token) as client:
-                before = client.running_tenants().get("tenants") or {}
-                answer = pusher.push(client, commit)
-        except EdgeError as exc:
-            # Whether the edge took it is unknown: roll it back too (a no-op if it did not).
-            return CanaryTrial(True, f"canary: failed: {exc}", failure=f"apply failed: {exc}")
+        """Smoke-test (and watch) the tenants the canary did not run as they are now."""
+        what, before = taken
+        if what.startswith("failed"):
+            return CanaryTrial(True, f"canary: {what}", failure=f"apply {what}")
         changed = {
             tenant: domains[tenant]
             for tenant, digest in digests.items()
-            if before.get(tenant) != digest
+            if (before or {}).get(tenant) != digest
         }
-        verdict = check_canary(
-            canary.edge,
-            self.settings.token,
-            canary.public_url,
-            changed,
-            window=self.settings.canary_window,
-            max_error_ratio=self.settings.max_error_ratio,
-        )
-        what = f"canary: sent {answer.get('sent')}"
+        with AdminClient(canary.edge, self.settings.token) as client:
+            verdict = check_canary(
+                client,
+                canary.public_url,
+                changed,
+                window=self.settings.canary_window,
+                max_error_ratio=self.settings.max_error_ratio,
+            )
         if verdict.ok:
             return CanaryTrial(True, what, len(changed))
         return CanaryTrial(True, what, len(changed), f"{verdict.reason}: {verdict.detail}")
