@@ -117,7 +117,9 @@ class Gdnsd:
     def start(self) -> Gdnsd:
         command = [*self._as_gdnsd(), GDNSD, "-c", str(self.config_dir), "-D", "start"]
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            # The geodns role's default (geodns_immediate_states): no admin_state timers.
+            env = {**os.environ, "GDNSD_TESTSUITE_NODELAY": "1"}
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             wait_for(self._ready, timeout=15, step=0.1)
         except BaseException:

@@ -110,7 +110,8 @@ def test_the_host_command_carries_the_program_and_the_request_compressed() -> No
     assert command.startswith("python3 -c 'import base64,sys,zlib;exec(")
     assert command.endswith(
         '{{ geodns_state_dir | default("/var/lib/gdnsd") }}/admin_state '
-        '{{ geodns_config_dir | default("/etc/gdnsd") }}'
+        '{{ geodns_config_dir | default("/etc/gdnsd") }} '
+        "{{ geodns_immediate_states | default(true) | bool }}"
     )
     assert "'" not in drain.TOPOLOGY  # it sits in a single-quoted sh -c
     assert len(command) < 10_000

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from cdnctl.cli.app import app
 from cdnctl.edge.nginx_conf import NodeSettings
 from cdnctl.edge.runner import EdgeNode, free_port
-from cdnctl.fleet import dns, drain
+from cdnctl.fleet import admin_state, dns, drain
 from cdnctl.fleet.targets import inventory_json
 from tests.fleet.conftest import Gdnsd, query, wait_for
 
@@ -196,6 +196,18 @@ def test_region_drain_and_undrain_on_every_dns_host(lab: Lab) -> None:
     assert undone.ok and undone.after == drain.Drains()
     wait_for(lambda: lab.all_answer("eu", REGIONS["eu"][0]), BOUND)
     print(f"undrain eu: effective {time.monotonic() - started:.2f} s after the command started")
+
+
+def test_a_drain_is_in_the_answers_when_the_command_returns(lab: Lab) -> None:
+    """gdnsd as the geodns role runs it (geodns_immediate_states): each host's edit returns
+    once its gdnsd answers from it, without sleeping for a state table swap."""
+    result = drain.set_drain(lab.hosts, "eu", drain=True)
+    try:
+        assert lab.answers("eu") == [[REGIONS["us"][0]]] * 2  # no wait_for: already in force
+        assert all(h.in_force and h.waited < admin_state.SWAP_SECONDS for h in result.hosts)
+    finally:
+        undone = drain.set_drain(lab.hosts, "eu", drain=False)
+    assert lab.answers("eu") == [[REGIONS["eu"][0]]] * 2, undone.hosts
 
 
 def test_draining_a_regions_last_edge_needs_force(lab: Lab) -> None:

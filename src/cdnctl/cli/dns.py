@@ -78,7 +78,8 @@ def drain_command(
     ] = False,
 ) -> None:
     """Take an edge or a whole region out of DNS on every DNS host; returns once every DNS
-    host answers without it (gdnsd's own timers: about 2 s after the file changed)."""
+    host answers without it (at once with the geodns role's defaults; about 2 s later when
+    gdnsd runs with its own timers)."""
     _set_drain(target, inventory, drain_it=True, force=force)
 
 

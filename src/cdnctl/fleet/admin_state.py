@@ -36,7 +36,9 @@ MARK = "# cdnctl drain"
 POLL_SECONDS = 0.05
 # gdnsd (src/plugins/mon.c) reads admin_state 1.02 s after the file changed and shows the
 # forced states in `gdnsdctl states` at once, but answers from them only at its next state
-# table swap, at most SWAP_SECONDS later: the edit is in force in DNS answers then.
+# table swap, at most SWAP_SECONDS later: the edit is in force in DNS answers then. Started
+# with GDNSD_TESTSUITE_NODELAY (the geodns role's geodns_immediate_states) it does both at
+# once: nothing to wait for after `gdnsdctl states` shows the change.
 SWAP_SECONDS = 1.0
 
 
@@ -178,8 +180,9 @@ def wait_in_force(
         time.sleep(POLL_SECONDS)
 
 
-def apply(path: str, gdnsdctl: Sequence[str], request: Mapping) -> dict:
-    """Edit the file at `path` under a lock, atomically, then wait until gdnsd serves it."""
+def apply(path: str, gdnsdctl: Sequence[str], request: Mapping, swap: float = SWAP_SECONDS) -> dict:
+    """Edit the file at `path` under a lock, atomically, then wait until gdnsd serves it
+    (`swap`: seconds from `gdnsdctl states` showing it to the answers using it)."""
     write = request.get("write", True)
     with open(f"{path}.cdnctl.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two SREs draining at once: one edit after the other
@@ -207,9 +210,8 @@ def apply(path: str, gdnsdctl: Sequence[str], request: Mapping) -> dict:
         # What this edit changed, and what it asked for that was already there.
         touched = (before ^ after) | (set(request.get("add", [])) & after)
         expected = {lines[key].split(" => ", 1)[0]: key in after for key in touched}
-        swap = SWAP_SECONDS if report["changed"] else 0.0
         report["in_force"], report["waited"] = wait_in_force(
-            gdnsdctl, expected, float(request.get("wait", 10)), swap
+            gdnsdctl, expected, float(request.get("wait", 10)), swap if report["changed"] else 0.0
         )
     return report
 
@@ -271,15 +273,16 @@ def with_topology(request: Mapping, edges: Edges) -> dict:
 
 
 def main(argv: Sequence[str]) -> int:
-    """argv: REQUEST_JSON TOPOLOGY ADMIN_STATE_PATH GDNSD_CONFIG_DIR; prints the report (or
-    {"error": ...}) as JSON."""
-    request_json, topology, path, config_dir = argv
+    """argv: REQUEST_JSON TOPOLOGY ADMIN_STATE_PATH GDNSD_CONFIG_DIR IMMEDIATE (`True` when
+    gdnsd runs with its timers off); prints the report (or {"error": ...}) as JSON."""
+    request_json, topology, path, config_dir, immediate = argv
     try:
         request = with_topology(json.loads(request_json), parse_topology(topology))
     except ValueError as exc:
         print(json.dumps({"error": str(exc)}))
         return 0
-    report = apply(path, ["gdnsdctl", "-c", config_dir, "-o"], request)
+    swap = 0.0 if immediate == "True" else SWAP_SECONDS
+    report = apply(path, ["gdnsdctl", "-c", config_dir, "-o"], request, swap)
     report |= {"key": request.get("key"), "regions": request["regions"]}
     print(json.dumps(report, sort_keys=True))
     return 0

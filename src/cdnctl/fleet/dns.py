@@ -581,7 +581,8 @@ def customer_records(settings: DnsSettings, tenant: TenantNames) -> list[tuple[s
 
 # Rendered by Ansible for each DNS host (double quotes: commands run in a single-quoted sh -c).
 ADMIN_STATE = '{{ geodns_state_dir | default("/var/lib/gdnsd") }}/admin_state'
-GDNSDCTL = 'gdnsdctl -c {{ geodns_config_dir | default("/etc/gdnsd") }}'
+CONFIG_DIR = '{{ geodns_config_dir | default("/etc/gdnsd") }}'
+GDNSDCTL = f"gdnsdctl -c {CONFIG_DIR}"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ keep answering. A drained region is forced DOWN at the datacenter level (`geoip/
 One round trip: every DNS host runs `admin_state.py` (sent with the command, standard library
 only; the inventory's edges rendered into the command by Ansible) in parallel, which reads its
 file, checks the safety rules, rewrites it atomically and waits until its gdnsd answers from
-the change (about two seconds after the file changed: gdnsd's own timers). The
+the change (at once with the geodns role's `geodns_immediate_states`, else about two
+seconds after the file changed: gdnsd's own timers). The
 controller then looks at the union of what the hosts reported: a refusal anywhere (or by the
 union's view) is undone where it was written; hosts whose drains diverged (one missed an
 earlier drain) get the union written in a second round, so they converge.
@@ -30,12 +31,21 @@ from pathlib import Path
 
 from cdnctl.fleet import admin_state
 from cdnctl.fleet.admin_state import AdminState, Drains, change
-from cdnctl.fleet.dns import ADMIN_STATE, RESOURCE, SERVICE_TYPE, DnsError, DnsHosts, HostResult
+from cdnctl.fleet.dns import (
+    ADMIN_STATE,
+    CONFIG_DIR,
+    RESOURCE,
+    SERVICE_TYPE,
+    DnsError,
+    DnsHosts,
+    HostResult,
+)
 
 __all__ = ["AdminState", "Drains", "change"]
 
 WAIT_SECONDS = 10.0  # how long each host waits for its gdnsd to serve the change
-CONFIG_DIR = '{{ geodns_config_dir | default("/etc/gdnsd") }}'
+# Whether the host's gdnsd runs without its admin_state timers (the geodns role's default).
+IMMEDIATE = "{{ geodns_immediate_states | default(true) | bool }}"
 # The inventory's edges, `name=region=address,` each (admin_state.parse_topology), rendered
 # by Ansible on the controller for each DNS host's command. Double quotes only: the command
 # runs in a single-quoted `sh -c`.
@@ -98,7 +108,7 @@ def host_command(request: dict) -> str:
     payload = base64.b64encode(zlib.compress(json.dumps(request).encode(), 9)).decode()
     return (
         f"python3 -c {shlex.quote(BOOTSTRAP)} {_program()} {payload} "
-        f"'{TOPOLOGY}' {ADMIN_STATE} {CONFIG_DIR}"
+        f"'{TOPOLOGY}' {ADMIN_STATE} {CONFIG_DIR} {IMMEDIATE}"
     )
 
 

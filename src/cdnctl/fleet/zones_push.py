@@ -28,7 +28,6 @@ from cdnctl.fleet import dns
 
 # Ansible fills these in per host (the geodns role's variables; double quotes: the command
 # runs in a single-quoted sh -c).
-CONFIG_DIR = '{{ geodns_config_dir | default("/etc/gdnsd") }}'
 KEEP = "{{ geodns_keep_zone_sets | default(2) }}"
 MAX_COMMAND = 120_000
 # Writes the zones of argv[1] (base64 zlib JSON {name: text}) into the directory argv[2].
@@ -107,7 +106,7 @@ class DnsZones:
         ).decode()
         command = (
             f"WRITE={shlex.quote(_WRITE)} /bin/sh -c {shlex.quote(_SCRIPT)} install "
-            f"{CONFIG_DIR} {zone_set.digest} {payload} {KEEP}"
+            f"{dns.CONFIG_DIR} {zone_set.digest} {payload} {KEEP}"
         )
         if len(command) > MAX_COMMAND:
             raise ZonesError(
