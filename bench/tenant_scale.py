@@ -4,8 +4,9 @@ Prints one JSON document. For each size: the cold full compile (empty cache), th
 no-change compile, and the compile after changing one file (the directory is stat-ed);
 then the same tenants committed to git, and the compile after a commit that changes one
 tenant, plus the delta against the version compiled before it (git says what changed;
-see bundle/git_changes.py). Each compile runs in a fresh process (so peak RSS is that
-compile's own), repeated `--repeat` times (median).
+see bundle/git_changes.py), once as `cdnctl compile` in a work tree does and once as the
+sync loop compiles its clean checkout (`checkout_clean`: no git status). Each compile runs
+in a fresh process (so peak RSS is that compile's own), repeated `--repeat` times (median).
 
     python bench/tenant_scale.py                     # 10k and 100k
     python bench/tenant_scale.py --with-1m           # and 1M (generating and committing
@@ -35,9 +36,14 @@ from cdnctl.bundle.delta import make_delta
 from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.tenants.policy import Policy
 tenants, cache, out = map(Path, sys.argv[1:4])
-base = sys.argv[4] if len(sys.argv) > 4 else None
+base = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "-" else None
+clean = sys.argv[5:] == ["clean"]  # as the sync loop: a clean checkout, no git status
+def cpu_now():
+    me, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime  # git's too
+cpu_at_start = cpu_now()  # after the imports (a long-running sync loop pays them once)
 start = time.perf_counter()
-result = compile_paths([tenants], Policy(), cache_dir=cache)
+result = compile_paths([tenants], Policy(), cache_dir=cache, checkout_clean=clean)
 assert result.ok, [p.render() for p in result.problems[:5]]
 bundle = result.bundle_view  # a large bundle stays in its file (mapped), not in memory
 out.write_bytes(bundle)
@@ -49,10 +55,11 @@ if base:
     out.with_name("delta.json").write_bytes(delta.body)
     delta_bytes = len(delta.body)
 elapsed = time.perf_counter() - start
+cpu = cpu_now()
 me, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-cpu = me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime  # git's too
 self_kib, workers_kib = me.ru_maxrss, children.ru_maxrss
-print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "main_rss_kib": self_kib,
+print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu - cpu_at_start,
+                  "process_cpu_seconds": cpu, "main_rss_kib": self_kib,
                   "worker_rss_kib": workers_kib,
                   "tenants": len(result.results), "bundle_bytes": len(bundle),
                   "version": result.version, "delta_bytes": delta_bytes}))
@@ -95,7 +102,9 @@ def generate(directory: Path, count: int) -> None:
         os.utime(entry.path, (old, old))
 
 
-def run_compile(tenants: Path, cache: Path, out: Path, delta_from: str | None = None) -> dict:
+def run_compile(
+    tenants: Path, cache: Path, out: Path, delta_from: str | None = None, *, clean: bool = False
+) -> dict:
     proc = subprocess.run(
         [
             sys.executable,
@@ -104,7 +113,8 @@ def run_compile(tenants: Path, cache: Path, out: Path, delta_from: str | None = 
             str(tenants),
             str(cache),
             str(out),
-            *([delta_from] * bool(delta_from)),
+            delta_from or "-",
+            *["clean"] * clean,
         ],
         capture_output=True,
         text=True,
@@ -120,8 +130,11 @@ def summarise(runs: list[dict]) -> dict:
         "seconds_median": round(statistics.median(r["seconds"] for r in runs), 3),
         "seconds_all": [round(r["seconds"], 3) for r in runs],
         # user+sys of the compile and its children (workers, git): what a loaded machine
-        # does not inflate the way it does wall time
+        # does not inflate the way it does wall time; the process's own adds the imports
         "cpu_seconds_median": round(statistics.median(r["cpu_seconds"] for r in runs), 3),
+        "process_cpu_seconds_median": round(
+            statistics.median(r["process_cpu_seconds"] for r in runs), 3
+        ),
         "peak_rss_mib_main": round(peak_main / 1024, 1),
         "peak_rss_mib_worker": round(peak_workers / 1024, 1),
     }
@@ -153,16 +166,19 @@ def measure(size: int, repeat: int, root: Path) -> dict:
     cache = root / f"cache-{size}-{repeat - 1}"
     run_compile(tenants, cache, out)
     version = run_compile(tenants, cache, out)["version"]
-    git_one_change = []
-    for round_no in range(repeat):
-        target = tenants / f"t{(round_no * 104729) % size:07d}.yaml"
-        target.write_text(
-            target.read_text().replace("connect_timeout: 3s", f"connect_timeout: {9 + round_no}s")
-        )
-        git(tenants, "commit", "-q", "-am", f"change {target.name}")
-        run = run_compile(tenants, cache, out, delta_from=version)
-        git_one_change.append(run)
-        version = run["version"]
+    git_one_change: dict[bool, list[dict]] = {False: [], True: []}
+    for clean in (False, True):
+        for round_no in range(repeat):
+            target = tenants / f"t{(round_no * 104729 + clean * 31) % size:07d}.yaml"
+            target.write_text(
+                target.read_text().replace(
+                    "connect_timeout: 3s", f"connect_timeout: {9 + round_no}s"
+                )
+            )
+            git(tenants, "commit", "-q", "-am", f"change {target.name}")
+            run = run_compile(tenants, cache, out, delta_from=version, clean=clean)
+            git_one_change[clean].append(run)
+            version = run["version"]
     return {
         "tenants": size,
         "generate_seconds": round(generation, 1),
@@ -172,8 +188,13 @@ def measure(size: int, repeat: int, root: Path) -> dict:
         "no_change_recompile": summarise(warm),
         "one_file_changed_recompile": summarise(one_change),
         "git_one_tenant_commit_compile_and_delta": {
-            **summarise(git_one_change),
-            "delta_bytes": git_one_change[0]["delta_bytes"],
+            **summarise(git_one_change[False]),
+            "delta_bytes": git_one_change[False][0]["delta_bytes"],
+        },
+        # as the sync loop compiles its clone (checkout_clean: no git status)
+        "git_one_tenant_commit_compile_and_delta_clean_checkout": {
+            **summarise(git_one_change[True]),
+            "delta_bytes": git_one_change[True][0]["delta_bytes"],
         },
     }
 

@@ -267,7 +267,9 @@ def test_git_change_detection_always_equals_a_cold_compile(
     a checkout of an older commit, the compile that asks git what changed gives exactly
     what a cold one gives (bundle, version, manifest, results, problems), and stats only the
     files git names; the settings-only edits among them patch the last bundle (patch.py),
-    also past the point where its patches are folded into a new bundle file."""
+    also past the point where its patches are folded into a new bundle file. A compile
+    told the checkout is clean (no git status, as the sync loop's) gives the same at every
+    clean step."""
     from cdnctl.bundle import patch
 
     cache = tmp_path / "cache"
@@ -286,7 +288,7 @@ def test_git_change_detection_always_equals_a_cold_compile(
         git("commit", "-q", "--allow-empty", "-m", message)
 
     git("init", "-q")
-    (repo / ".gitignore").write_text("/cache/\n")  # as .cdnctl-cache/ is in a checkout
+    (repo / ".gitignore").write_text("/cache/\n/synced/\n")  # as .cdnctl-cache/ in a checkout
     stat_calls: list[str] = []
     real_stat_key = compile_module._stat_key
     monkeypatch.setattr(
@@ -299,6 +301,7 @@ def test_git_change_detection_always_equals_a_cold_compile(
     )
     monkeypatch.setattr(patch, "MAX_PATCH_BYTES", 2000)  # a new bundle file every few patches
     number, deltas = -1, 0
+    synced, clean_compiles, clean_patches = tmp_path / "synced", 0, 0  # compiles of clean checkouts
     previous = None
     steps = [
         lambda: ([write_tenant(f"t{i}") for i in range(8)], commit("eight tenants")),
@@ -356,7 +359,13 @@ def test_git_change_detection_always_equals_a_cold_compile(
             assert stated <= 3, (number, stat_calls)  # only what git named (or was dirty)
         again = compile_paths([tenants_dir], Policy(), cache_dir=cache)  # nothing changed
         assert _summary(again) == _summary(cold), number
+        if not git("status", "--porcelain", "--untracked-files=all"):  # as the sync loop
+            clean = compile_paths([tenants_dir], Policy(), cache_dir=synced, checkout_clean=True)
+            assert _summary(clean) == _summary(cold), number
+            clean_compiles += 1
+            clean_patches += clean.patched is not None
     assert len(patched) >= 16 and deltas >= 8, (patched, deltas)
+    assert clean_compiles >= 8 and clean_patches >= 3, (clean_compiles, clean_patches)
     assert len(list(cache.glob("compile-cache.bundle.*"))) == 1
 
 

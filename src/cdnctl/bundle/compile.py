@@ -23,7 +23,7 @@ from typing import Any
 from cdnctl.bundle import patch
 from cdnctl.bundle.compile_cache import CompileCache, GitRecord, StatKey, code_fingerprint
 from cdnctl.bundle.format import BUNDLE_FORMAT, sha256_tag
-from cdnctl.bundle.git_changes import GitView
+from cdnctl.bundle.git_changes import GitView, changes
 from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.tenants.policy import Policy
 from cdnctl.tenants.problems import Problem
@@ -126,25 +126,38 @@ def check_tenants(
     progress: Progress | None = None,
     assemble: bool = False,
     changed: Collection[str] = frozenset(),
+    checkout_clean: bool = False,
 ) -> CompileResult:
     """Validate every tenant file under `paths`; with `assemble`, build the bundle when valid.
 
     Incremental at two levels: file results come from the cache when the file is unchanged,
     and when no tenant id or domain changed since a compile that had no fleet-wide
     problems, the fleet check and the host indexes of the bundle are reused as well.
+    `checkout_clean`: the caller vouches that the tenants' git work tree holds exactly
+    HEAD's files (git_changes.py).
     """
     cache = CompileCache(cache_dir, f"{code_fingerprint()}-{policy.fingerprint()}")
     git = GitView.of(paths[0]) if cache_dir and len(paths) == 1 and paths[0].is_dir() else None
     fits = _git_record_fits(cache, git)
-    seen = git.changed_since(cache.git.head if fits and cache.git else git.head) if git else None
+    status = git.status() if git is not None and not checkout_clean else None  # runs meanwhile
+    committed = (
+        git.committed_since(cache.git.head if fits and cache.git else git.head) if git else None
+    )
+
+    def dirty() -> set[str] | None:
+        return status.dirty() if status is not None else set()
+
     stat_keys: dict[str, StatKey] = {}  # the stats the patched compile took
-    if assemble and git is not None and seen is not None and fits and cache_dir is not None:
-        patched = _patched_compile(paths[0], policy, cache, cache_dir, git, seen, stat_keys)
+    if assemble and git is not None and committed is not None and fits and cache_dir is not None:
+        patched = _patched_compile(
+            paths[0], policy, cache, cache_dir, git, committed, dirty, stat_keys
+        )
         if patched is not None:
             return patched
+    seen = changes(committed, dirty()) if git else None
     if fits and not cache.index and not _git_record_fits(cache, git):
         # (reading every entry) they were corrupt, and the cache is empty: ask git anew
-        fits, seen = False, git.changed_since(git.head) if git else None
+        fits, seen = False, changes(set(), dirty()) if git else None
     listing = _git_listing(paths[0], cache, seen[0]) if seen and fits else None
     if listing is None:
         files, problems = tenant_files(paths)
@@ -243,17 +256,21 @@ def _patched_compile(
     cache: CompileCache,
     cache_dir: Path,
     git: GitView,
-    seen: tuple[set[str], set[str]],
+    committed: set[str],
+    dirty: Callable[[], set[str] | None],
     stat_keys: dict[str, StatKey],
 ) -> CompileResult | None:
     """The compile as a patch of the last bundle (patch.py), or None when it cannot be one:
-    files added, removed or misnamed, domains changed, problems, or no last bundle."""
+    files added, removed or misnamed, domains changed, problems, or no last bundle. `dirty`
+    (git status, running meanwhile) is waited for before anything is saved: files it names
+    that the patch did not read are patched in as well."""
     last, record = cache.bundle, cache.git
     if last is None or record is None or record.misnamed or not cache.fleet_clean:
         return None
     prefix = os.path.join(str(directory), "")
     suspects: list[str] = []
-    for name in sorted(seen[0] | {display[len(prefix) :] for display in record.dirty}):
+    names = committed | {display[len(prefix) :] for display in record.dirty}
+    for name in sorted(names):
         if name in IGNORED_FILES or name.startswith("."):
             continue
         if not name.endswith(TENANT_SUFFIX):
@@ -269,7 +286,7 @@ def _patched_compile(
     data, manifest = cache.read_bundle(last), manifests.load(last.version)
     if data is None or manifest is None:
         return None
-    stat_keys.update((display, _stat_key(display)) for display in suspects)
+    stat_keys.update((d, _stat_key(d)) for d in suspects if d not in stat_keys)
     stats = [(display, stat_keys[display]) for display in suspects]
     edited: list[FileResult] = []
     fresh: dict[str, tuple[StatKey, bytes, FileResult]] = {}
@@ -285,6 +302,14 @@ def _patched_compile(
     if patched is None:
         return None
     bundle = b"".join(patch.pieces(data, patched.patches))
+    now_dirty = dirty()
+    if now_dirty is None:
+        return None
+    if not now_dirty <= names:  # the work tree changed more files: patch those too
+        return _patched_compile(
+            directory, policy, cache, cache_dir, git, committed | now_dirty, lambda: now_dirty,
+            stat_keys,
+        )  # fmt: skip
     manifests.save(patched.version, patched.manifest)
     if patched.patch_bytes > patch.MAX_PATCH_BYTES:  # start from a file of this bundle
         kept = cache.write_bundle(patched.version, [bundle], last.tenants)
@@ -294,7 +319,7 @@ def _patched_compile(
         git.top,
         str(directory),
         git.head,
-        tuple(sorted({prefix + name for name in seen[1]} | fresh.keys())),
+        tuple(sorted({prefix + name for name in now_dirty} | fresh.keys())),
         (),
     )
     if (fresh or git_record != cache.git or kept != last) and not cache.append(
@@ -507,11 +532,20 @@ def compile_paths(
     cache_dir: Path | None = None,
     progress: Progress | None = None,
     changed: Collection[str] = frozenset(),
+    checkout_clean: bool = False,
 ) -> CompileResult:
-    """Validate, and when everything is valid, assemble the bundle."""
+    """Validate, and when everything is valid, assemble the bundle. `checkout_clean`: the
+    tenants' git work tree holds exactly HEAD's files, as after a `git checkout --force`
+    nothing else writes into (the sync loop's clone): git status is not asked."""
     with _cycle_collection(False):
         return check_tenants(
-            paths, policy, cache_dir=cache_dir, progress=progress, assemble=True, changed=changed
+            paths,
+            policy,
+            cache_dir=cache_dir,
+            progress=progress,
+            assemble=True,
+            changed=changed,
+            checkout_clean=checkout_clean,
         )
 
 

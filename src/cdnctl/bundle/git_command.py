@@ -14,13 +14,46 @@ class GitError(RuntimeError):
 
 def git(cwd: Path, *args: str, stdin: bytes | None = None, timeout: float = GIT_TIMEOUT) -> bytes:
     """`git ARGS` in `cwd`: its stdout, or GitError with git's own message."""
-    try:
-        proc = subprocess.run(
-            ["git", *args], cwd=cwd, input=stdin, capture_output=True, check=False, timeout=timeout
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise GitError(f"git {' '.join(args)} in {cwd}: {exc}") from None
-    if proc.returncode != 0:
-        message = proc.stderr.decode(errors="replace").strip()
-        raise GitError(message or f"git {args[0]} failed in {cwd}")
-    return proc.stdout
+    return GitRun(cwd, *args, stdin=stdin).output(timeout)
+
+
+class GitRun:
+    """`git ARGS` in `cwd`, started: it runs beside the caller's own work (`git status`
+    stats every tracked file) until `output` waits for it."""
+
+    def __init__(self, cwd: Path, *args: str, stdin: bytes | None = None) -> None:
+        self.cwd, self.args, self._stdin = cwd, args, stdin
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._failure = ""
+        self._stdout: bytes | None = None
+        try:
+            self._proc = subprocess.Popen(
+                ["git", *args],
+                cwd=cwd,
+                stdin=subprocess.PIPE if stdin is not None else None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            self._failure = f"git {' '.join(args)} in {cwd}: {exc}"
+
+    def output(self, timeout: float = GIT_TIMEOUT) -> bytes:
+        """Its stdout once it has finished, or GitError with git's own message."""
+        if self._proc is None:
+            raise GitError(self._failure)
+        if self._stdout is not None:
+            return self._stdout
+        try:
+            stdout, stderr = self._proc.communicate(self._stdin, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            self._proc.kill()
+            self._proc.communicate()
+            self._proc, self._failure = None, f"git {' '.join(self.args)} in {self.cwd}: {exc}"
+            raise GitError(self._failure) from None
+        if self._proc.returncode != 0:
+            message = stderr.decode(errors="replace").strip()
+            self._proc = None
+            self._failure = message or f"git {self.args[0]} failed in {self.cwd}"
+            raise GitError(self._failure)
+        self._stdout = stdout
+        return stdout
