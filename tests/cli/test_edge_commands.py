@@ -79,6 +79,13 @@ def test_apply_pushes_to_every_edge_with_secrets_resolved(lab, make_node):
     cells = [cell.strip() for cell in row.split("│")]
     assert cells[-4:-2] == ["0", "0"]  # Changed, Removed: nothing to write again
     assert f"{one.edge.settings.admin_listen}: sent nothing" in again.stdout  # up to date
+    # A commit that changes no tenant (docs, comments): the edges record it all the same.
+    relabel = cli("apply", *edge_args(one), *base_args(lab), "--commit", "5ca1ab1e")
+    assert relabel.exit_code == 0, relabel.output
+    assert "sent nothing" not in relabel.stdout  # a self-delta, or the (tiny) bundle
+    config = one.admin.get("/config").json()
+    assert config["commit"] == "5ca1ab1e" and config["version"] in versions
+    assert one.get("cdn.shop.test", "/index.html").status_code == 200
 
 
 def test_apply_sends_a_delta_to_an_edge_running_an_earlier_compile(lab, make_node):

@@ -142,6 +142,17 @@ def test_a_new_tenant_is_served_by_every_edge_after_one_cycle(fleet):
     assert syncer.cycle().outcome == "unchanged"  # nothing new, nothing drifted
 
 
+def test_a_commit_that_changes_no_tenant_is_recorded_on_every_edge(fleet):
+    repo, syncer = fleet["repo"], fleet["syncer"]
+    before = {c["version"] for c in configs(fleet).values()}
+    commit = repo.commit("docs only")  # empty: the same bundle
+    result = syncer.cycle()
+    assert (result.outcome, result.commit) == ("applied", commit), result
+    after = configs(fleet).values()
+    assert {c["commit"] for c in after} == {commit}
+    assert {c["version"] for c in after} == before
+
+
 def test_a_broken_tenant_is_rejected_on_its_file_and_nothing_changes(fleet):
     repo, syncer = fleet["repo"], fleet["syncer"]
     before = configs(fleet)

@@ -71,12 +71,16 @@ class Pusher:
         self.delta_from(self.version)
 
     def push(self, client: AdminClient, commit: str | None) -> dict[str, Any]:
-        """The edge's answer plus `sent`: "delta", "full" or "nothing", and `bytes`."""
+        """The edge's answer plus `sent`: "delta", "full" or "nothing", and `bytes`.
+        An edge already running this bundle gets nothing, unless `commit` is not the one it
+        records: then the delta from the bundle to itself (its tenants with secrets only,
+        nothing to write) so that `GET /config` names the commit."""
         running = client.running_config()
         delta = self.delta_from(running.get("version"), client)
         if running.get("version") == self.version:
             content = delta.content if delta else sha256_tag(self.full())
-            if running.get("content") == content:
+            relabel = commit is not None and running.get("commit") != commit
+            if running.get("content") == content and not relabel:
                 return {
                     "version": self.version,
                     "previous": self.version,
