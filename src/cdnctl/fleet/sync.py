@@ -364,8 +364,10 @@ class Syncer:
                 changed = changed_files(good.commit, tenants)
             except GitError:
                 changed = set()  # the last good commit is gone (force-push): whole-fleet view
-        if tenants.is_dir():
-            compiled = compile_paths([tenants], policy, cache_dir=self.cache_dir, changed=changed)
+        if tenants.is_dir():  # the clone: only fetch's `git checkout --force` writes there
+            compiled = compile_paths(
+                [tenants], policy, cache_dir=self.cache_dir, changed=changed, checkout_clean=True
+            )
         else:
             compiled = None
         phase("validate_compile")
