@@ -126,3 +126,28 @@ def test_zones_follow_commits_in_the_safe_order(lab, capsys):
     assert query(port, "shop.cdn.test", rtype="CNAME") == []
     assert query(port, "site.cdn.test", rtype="CNAME") == ["edge.cdn.test."]
     assert syncer.cycle().outcome == "unchanged"
+
+
+def test_a_dns_host_that_was_away_gets_the_zones_it_missed(lab):
+    repo, syncer, port = lab["repo"], lab["syncer"], lab["server"].port
+    hosts_file = lab["inventory"] / "hosts.yml"
+    reachable = hosts_file.read_text()
+    away = yaml.safe_load(reachable)
+    away["all"]["children"]["dns"]["hosts"]["eu-dns-1"].update(
+        ansible_connection="ssh", ansible_host="127.0.0.1", ansible_port=free_port()
+    )
+    hosts_file.write_text(yaml.safe_dump(away))  # Ansible cannot reach it: nothing listens
+
+    repo.write("shop", lab["origin"].address)
+    commit = repo.commit("onboard shop while the DNS host is away")
+    result = syncer.cycle()
+    assert (result.outcome, result.commit) == ("applied", commit), result  # not blocked
+    assert {n.get("cdn.shop.test", "/").status_code for n in lab["nodes"].values()} == {200}
+    assert query(port, "shop.cdn.test", rtype="CNAME") == []  # it missed the zone set
+
+    hosts_file.write_text(reachable)  # back
+    result = syncer.cycle()
+    assert result.outcome == "caught_up", result
+    assert result.edges == {"eu-dns-1": "zones: installed"}
+    assert query(port, "shop.cdn.test", rtype="CNAME") == ["edge.cdn.test."]
+    assert syncer.cycle().outcome == "unchanged"

@@ -591,6 +591,7 @@ class HostResult:
     ok: bool
     stdout: str
     error: str = ""
+    unreachable: bool = False  # Ansible could not reach the host (nothing ran there)
 
 
 FORKS = 64  # Ansible starts min(forks, hosts) workers: every DNS host at once
@@ -648,7 +649,8 @@ class DnsHosts:
         for host, result in sorted(tasks[0]["hosts"].items()):
             ok = result.get("rc") == 0 and not result.get("unreachable")
             error = "" if ok else (result.get("stderr") or result.get("msg") or "failed").strip()
-            results.append(HostResult(host, ok, result.get("stdout", ""), error))
+            unreachable = bool(result.get("unreachable"))
+            results.append(HostResult(host, ok, result.get("stdout", ""), error, unreachable))
         return results
 
     def only(self, hosts: Iterable[str]) -> DnsHosts:

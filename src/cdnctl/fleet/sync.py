@@ -25,8 +25,10 @@ or DNS change fails is rejected: every edge that took it goes back to the last g
 and counted, and the same commit is not tried again; the next commit is handled normally.
 An edge that cannot be reached is skipped (logged), not a failure: each cycle compares
 every edge's running version with the last good one and brings a drifted or returning
-edge back to it. When no edge answers at all, nothing is recorded: the commit is tried
-(and canaried) again next cycle.
+edge back to it; a DNS host that cannot be reached is skipped likewise and given the last
+good commit's zones when it returns (and every DNS host is checked every DNS_RECHECK
+seconds). When no edge answers at all, nothing is recorded: the commit is tried (and
+canaried) again next cycle.
 
 Removing a tenant file removes the tenant from the bundle; an edge drops (and purges) the
 tenants a bundle no longer holds when it applies it.
@@ -56,7 +58,7 @@ from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT, AdminClient, Edge, Edge
 from cdnctl.edge.push import Pusher
 from cdnctl.fleet import certificates
 from cdnctl.fleet.canary import check_canary
-from cdnctl.fleet.dns import DnsError, tenant_names
+from cdnctl.fleet.dns import DnsError, HostResult, tenant_names
 from cdnctl.fleet.sync_state import GoodBundle, GoodCommit, Rejected, SyncState
 from cdnctl.fleet.targets import host_url, inventory_json
 from cdnctl.fleet.zones_push import DnsZones, ZonesError, ZoneSet, kept_names, names_of_bundle
@@ -220,6 +222,10 @@ def _git(cwd: Path, *args: str) -> str:
 # A converge is run again after this long even when nothing changed (an edge replaced by
 # hand, a failed order's back-off over).
 CERTIFICATES_RECHECK = 600.0
+# Seconds between checks that every DNS host serves the last good zone set (a host changed
+# by hand or by the role, or one that missed a push while this loop was not running); a
+# host that was unreachable at a push is caught up on the next cycle.
+DNS_RECHECK = 300.0
 
 
 def certificates_key(wanted: list[certificates.Wanted], edges: list[Edge]) -> str:
@@ -248,6 +254,10 @@ class Syncer:
         self._inventory: tuple[tuple[tuple[str, int], ...], Topology] | None = None
         # What the last certificates.converge that succeeded was asked for, and when.
         self._certificates_done: tuple[str, float] | None = None
+        # DNS hosts that missed the last zone set they were sent, and when every DNS host
+        # was last checked (0: at the first cycle).
+        self._dns_behind: set[str] = set()
+        self._dns_checked = 0.0
 
     # -- git ---------------------------------------------------------------------------
     def fetch(self) -> str:
@@ -317,7 +327,12 @@ class Syncer:
         good = self.state.last_good
         rejected = self.state.last_rejected
         if (good and good.commit == commit) or (rejected and rejected.commit == commit):
-            return self._catch_up(fleet, commit)
+            result = self._catch_up(fleet, commit)
+            caught = self._catch_up_dns(topology.zones)
+            if caught and result.outcome == "unchanged":
+                return CycleResult(commit, "caught_up", edges=caught)
+            result.edges.update(caught)
+            return result
         return self._apply_commit(topology, commit)
 
     def _catch_up(self, fleet: list[FleetEdge], commit: str) -> CycleResult:
@@ -404,7 +419,7 @@ class Syncer:
         if zones is not None and zones.before is not None and zones.kept != zones.before:
             # Removed names leave DNS before the edges drop their tenants.
             try:
-                zones.dns.install(zones.kept)
+                self._install_zones(zones.dns, zones.kept)
             except ZonesError as exc:
                 return self._reject(commit, "dns", f"removing names from DNS: {exc}")
             restore = (zones.dns, zones.before)
@@ -459,7 +474,7 @@ class Syncer:
         # (the CA's HTTP-01 check resolves their names and reaches any edge).
         if zones is not None and zones.after != zones.kept:
             try:
-                zones.dns.install(zones.after)
+                self._install_zones(zones.dns, zones.after)
             except ZonesError as exc:
                 if zones.before is not None:
                     restore = (zones.dns, zones.before)
@@ -486,6 +501,45 @@ class Syncer:
         return CycleResult(commit, "applied", edges=edges)
 
     # -- helpers -----------------------------------------------------------------------
+    def _install_zones(
+        self, dns: DnsZones, zone_set: ZoneSet, only: list[str] | None = None
+    ) -> list[HostResult]:
+        """Put `zone_set` in service on the DNS hosts (ZonesError when one refuses it); the
+        ones that cannot be reached are noted, to be caught up."""
+        results = dns.install(zone_set, only)
+        away = sorted(r.host for r in results if r.unreachable)
+        self._dns_behind.difference_update(r.host for r in results if not r.unreachable)
+        self._dns_behind.update(away)
+        if away:
+            log_event("sync_dns_unreachable", zones=zone_set.digest, hosts=away)
+        return results
+
+    def _catch_up_dns(self, dns: DnsZones | None) -> dict[str, str]:
+        """Give the DNS hosts that missed a zone set (every DNS host, each DNS_RECHECK
+        seconds) the last good commit's zones: {host: "zones: installed"} for those that
+        had to change."""
+        good = self.state.good_bundle()
+        now = time.monotonic()
+        recheck = not self._dns_checked or now - self._dns_checked >= DNS_RECHECK
+        if dns is None or good is None or not (self._dns_behind or recheck):
+            return {}
+        if recheck:
+            self._dns_checked = now
+        zone_set = dns.render(names_of_bundle(good.bundle))
+        only = None if recheck else sorted(self._dns_behind)
+        try:
+            results = self._install_zones(dns, zone_set, only)
+        except ZonesError as exc:  # refused: not tried again before the next recheck
+            self._dns_behind.clear()
+            log_event("sync_dns_catch_up_failed", zones=zone_set.digest, error=str(exc))
+            return {}
+        caught = {
+            r.host: "zones: installed" for r in results if r.stdout.strip().endswith("installed")
+        }
+        if caught:
+            log_event("sync_dns_caught_up", zones=zone_set.digest, hosts=sorted(caught))
+        return caught
+
     def _zone_plan(self, dns: DnsZones | None, results: list[Any]) -> ZonePlan | None:
         """The zone sets of the last good commit, of the names it shares with this one, and
         of this one (None without DNS hosts)."""
@@ -686,7 +740,7 @@ class Syncer:
                 )
         if restore is not None:
             try:
-                restore[0].install(restore[1])
+                self._install_zones(*restore)
             except ZonesError as exc:
                 detail += f"; DNS not restored: {exc}"
         return self._reject(commit, reason, detail, edges)

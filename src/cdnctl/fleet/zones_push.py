@@ -98,9 +98,10 @@ class DnsZones:
         zones = dns.render_zones(self.settings, self.fleet, names)
         return ZoneSet(dns.zones_digest(zones), zones)
 
-    def install(self, zone_set: ZoneSet) -> list[dns.HostResult]:
-        """Put `zone_set` in service on every DNS host; raises ZonesError naming the hosts
-        that did not (they keep serving what they had)."""
+    def install(self, zone_set: ZoneSet, only: Sequence[str] | None = None) -> list[dns.HostResult]:
+        """Put `zone_set` in service on every DNS host (or `only` those); raises ZonesError
+        naming the hosts that refused it (they keep serving what they had). Hosts Ansible
+        cannot reach are not an error: they come back `unreachable`, to be caught up."""
         payload = base64.b64encode(
             zlib.compress(json.dumps(dict(zone_set.zones), sort_keys=True).encode(), 9)
         ).decode()
@@ -115,15 +116,20 @@ class DnsZones:
                 "geodns_configure)"
             )
         try:
-            results = self.hosts.run(command)
+            hosts = self.hosts if only is None else self.hosts.only(only)
+            results = hosts.run(command)
         except dns.DnsError as exc:  # Ansible itself failed (inventory, connection plugin)
             raise ZonesError(f"zone set {zone_set.digest}: {exc}") from None
-        failed = [f"{r.host}: {r.error or r.stdout}".strip() for r in results if not r.ok]
+        failed = [
+            f"{r.host}: {r.error or r.stdout}".strip()
+            for r in results
+            if not r.ok and not r.unreachable
+        ]
         if failed or not results:
             raise ZonesError(
                 "zone set "
                 + zone_set.digest
                 + " not in service on "
-                + ("; ".join(failed) if failed else "any DNS host (none answered)")
+                + ("; ".join(failed) if failed else "any DNS host (none in the inventory)")
             )
         return results
