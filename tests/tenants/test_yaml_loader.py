@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from cdnctl.tenants.yaml_loader import VaultString, YamlInputError, load_tenant_yaml
 
@@ -27,6 +28,7 @@ def test_vault_tag_becomes_vault_string():
     [
         ("a: &x [1]\nb: *x\n", "anchors and aliases", 2),
         ("a: &x 1\nb: *x\n", "anchors and aliases", 2),
+        ("a: 1\nb: *x\n", "YAML syntax error", 2),  # an alias with no anchor (no `&`)
         ("a: 1\nb: 2\na: 3\n", "duplicate key 'a'", 3),
         ("- 1\n- 2\n", "not a mapping", 1),
         ("just text\n", "not a mapping", 1),
@@ -72,3 +74,35 @@ def test_utf8_bom_is_tolerated():
 
 def test_timestamps_stay_text():
     assert load("a: 2024-01-01\n").data == {"a": "2024-01-01"}
+
+
+SCALARS = [
+    "yes", "No", "on", "OFF", "y", "n", "true", "False", "null", "Null", "~", "", "0", "-1",
+    "+3", "0x1f", "0o17", "017", "1_000", "1.5", ".5", "-.inf", ".NaN", "1e3", "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00", "12:30:00", "<<", "=", "text", "https://a.test/x",
+    "cdn.t1.test", "3s", "1h", "Tenant 7", "t0000001", "!x", "&x", "-", ".", "True love",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("scalar", SCALARS)
+def test_scalars_read_as_pyyaml_reads_them(scalar):
+    """The memoised and first-character shortcuts of the loader's resolver give PyYAML's own
+    values, plain, quoted and as keys."""
+    for text in (f"a: {scalar}\n", f"a: '{scalar}'\n", f'a: "{scalar}"\n', f"a: [{scalar}]\n"):
+        try:
+            expected = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        if not isinstance(expected, dict) or not _plain(expected):
+            continue
+        assert load(text).data == expected, text
+
+
+def _plain(value) -> bool:
+    """Only values the loader accepts as they are (it keeps timestamps as text, refuses
+    non-string keys)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return isinstance(value, str | int | float | bool) or value is None

@@ -437,14 +437,18 @@ def _append_fragments(
 ) -> int:
     """Append the fragments of `fresh` to the blob at `offset`, their entries into `into`;
     the blob's size after."""
+    fragments: list[bytes | memoryview] = []
     for display, (stat, digest, result) in fresh.items():
+        fragment = result.fragment
         position, length = -1, 0
-        if result.fragment is not None:
-            position, length = offset, len(result.fragment)
-            blob.write(result.fragment)
+        if fragment is not None:
+            position, length = offset, len(fragment)
+            fragments.append(fragment)
             offset += length
-        problems = tuple(
-            (p.file, p.field, p.reason, p.fix, p.value, p.line) for p in result.problems
+        problems = (
+            tuple((p.file, p.field, p.reason, p.fix, p.value, p.line) for p in result.problems)
+            if result.problems
+            else ()
         )
         into[display] = (
             stat,
@@ -456,6 +460,7 @@ def _append_fragments(
             problems,
             result.digest,
         )
+    blob.writelines(fragments)  # one call: 100k writes took a quarter of a cold save
     return offset
 
 

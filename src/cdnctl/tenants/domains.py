@@ -54,8 +54,11 @@ def check_domain(raw: str) -> str:
 
 
 def _is_ip(name: str) -> bool:
+    text = name.strip("[]")
+    if ":" not in text and not text.replace(".", "").isdigit():
+        return False  # neither IPv6 (colons) nor IPv4 (digits and dots): no exception to raise
     try:
-        ipaddress.ip_address(name.strip("[]"))
+        ipaddress.ip_address(text)
     except ValueError:
         return False
     return True

@@ -8,10 +8,10 @@ files together (domains claimed twice, ids given twice).
 from __future__ import annotations
 
 import difflib
+import os
 import types
 import typing
 from collections.abc import Collection, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
@@ -49,7 +49,7 @@ class ValidationFailed(Exception):
 
 def check_file(display: str, raw: bytes, policy: Policy) -> FileResult:
     """Judge one tenant file. Never raises for bad input: problems are returned."""
-    stem = Path(display).name.removesuffix(TENANT_SUFFIX)
+    stem = os.path.basename(display).removesuffix(TENANT_SUFFIX)  # (pathlib: 7% of a check)
     try:
         loaded = load_tenant_yaml(raw, max_bytes=policy.max_file_bytes)
     except YamlInputError as exc:

@@ -31,15 +31,28 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     path resolver is registered (none is)."""
 
     def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-        if kind is not yaml.ScalarNode or self.yaml_path_resolvers:
+        if kind is not _SCALAR_NODE or self.yaml_path_resolvers:
             return super().resolve(kind, value, implicit)
+        if not implicit[0] or (value and _FIRST is not None and value[0] not in _FIRST):
+            return _STR  # quoted, or no implicit resolver starts with its first character
         key = (value, implicit)
-        tag = _RESOLVED.get(key)
+        tag = _resolved(key)
         if tag is None:
             tag = super().resolve(kind, value, implicit)
             if len(_RESOLVED) < _RESOLVED_MAX:
                 _RESOLVED[key] = tag
         return tag
+
+
+_SCALAR_NODE, _MAPPING_NODE, _SEQUENCE_NODE = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
+_resolved = _RESOLVED.get  # (bound once: resolve runs for every scalar of every file)
+# the first characters PyYAML's implicit resolvers are filed under: a plain scalar starting
+# with another is a string (None: some resolver is filed under every character)
+_FIRST = (
+    frozenset(key for key in _BaseLoader.yaml_implicit_resolvers if key)
+    if None not in _BaseLoader.yaml_implicit_resolvers
+    else None
+)
 
 
 VAULT_TAG = "!vault"
@@ -125,26 +138,29 @@ def load_tenant_yaml(raw: bytes, *, max_bytes: int) -> LoadedYaml:
             root.start_mark.line + 1 if root is not None else None,
         )
     loaded = LoadedYaml(data={})
-    loaded.data = _build(root, (), loaded.lines, set())
+    # an alias needs an anchor (`&name`): without a `&` anywhere, no node can come twice
+    loaded.data = _build(root, (), loaded.lines, set() if "&" in text else None)
     return loaded
 
 
-def _build(node: yaml.Node, loc: tuple, lines: dict, seen: set[int]) -> Any:
+def _build(node: yaml.Node, loc: tuple, lines: dict, seen: set[int] | None) -> Any:
     # libyaml resolves an alias to the very node object of its anchor: meeting a node twice
     # means an alias, refused before it can expand (alias bombs stay O(size of file)).
-    if id(node) in seen:
-        raise YamlInputError(
-            "YAML anchors and aliases are not allowed",
-            "write the value out in full (tenant files must be readable on their own)",
-            lines.get(loc, node.start_mark.line + 1),  # the alias's place, not the anchor's
-        )
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
+    if seen is not None:
+        if id(node) in seen:
+            raise YamlInputError(
+                "YAML anchors and aliases are not allowed",
+                "write the value out in full (tenant files must be readable on their own)",
+                lines.get(loc, node.start_mark.line + 1),  # the alias's place, not the anchor's
+            )
+        seen.add(id(node))
+    kind = type(node)  # libyaml makes these three exact classes
+    if kind is _MAPPING_NODE:
         if node.tag != _MAP:
             raise _bad_tag(node)
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
+            if type(key_node) is not _SCALAR_NODE or key_node.tag != _STR:
                 raise YamlInputError(
                     f"mapping key {key_node.value!r} is not a plain string"
                     if isinstance(key_node, yaml.ScalarNode)
@@ -163,7 +179,7 @@ def _build(node: yaml.Node, loc: tuple, lines: dict, seen: set[int]) -> Any:
             lines[child] = key_node.start_mark.line + 1
             result[key] = _build(value_node, child, lines, seen)
         return result
-    if isinstance(node, yaml.SequenceNode):
+    if kind is _SEQUENCE_NODE:
         if node.tag != _SEQ:
             raise _bad_tag(node)
         items = []
