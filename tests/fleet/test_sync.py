@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from cdnctl.cli.app import app
 from cdnctl.edge.runner import free_port
+from cdnctl.fleet import sync
 from cdnctl.fleet.sync import Syncer, SyncSettings
 from cdnctl.fleet.sync_server import SIGNATURE_HEADER, SyncServer, signature
 from tests.conftest import tenant_doc
@@ -173,6 +174,31 @@ def test_a_broken_tenant_is_rejected_on_its_file_and_nothing_changes(fleet):
     fixed = repo.commit("fix")
     assert syncer.cycle().outcome == "applied"
     assert {c["commit"] for c in configs(fleet).values()} == {fixed}
+
+
+def test_a_commit_rejected_for_a_missing_secret_is_tried_again_once_it_is_there(fleet, monkeypatch):
+    repo, syncer = fleet["repo"], fleet["syncer"]
+    monkeypatch.delenv("SHOP_ORIGIN_PASSWORD", raising=False)
+    origin = {
+        "url": f"http://{fleet['origin'].address}",
+        "basic_auth": {"username": "cdn", "password_env": "SHOP_ORIGIN_PASSWORD"},
+    }
+    doc = tenant_doc("shop", origin=origin)
+    (repo.work / "tenants" / "shop.yaml").write_text(yaml.safe_dump(doc))
+    commit = repo.commit("shop, whose secret the control node lacks")
+    result = syncer.cycle()
+    assert (result.outcome, result.reason) == ("rejected", "secrets"), result
+    assert "SHOP_ORIGIN_PASSWORD" in result.detail
+    assert syncer.cycle().outcome == "unchanged"  # backing off (30 s)
+    monkeypatch.setattr(sync, "RETRY_FIRST", 0.0)
+    assert syncer.cycle().reason == "secrets"  # tried again: still missing
+    assert syncer.state.last_rejected.attempts == 2
+    monkeypatch.setenv("SHOP_ORIGIN_PASSWORD", "s3cret")  # the operator fixes the node
+    result = syncer.cycle()
+    assert (result.outcome, result.commit) == ("applied", commit), result
+    assert {c["commit"] for c in configs(fleet).values()} == {commit}
+    for node in fleet["nodes"].values():
+        assert node.get("cdn.shop.test", "/index.html").status_code == 200
 
 
 def test_a_failed_canary_is_rolled_back_and_the_rest_never_see_it(fleet):

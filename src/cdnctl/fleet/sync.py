@@ -22,7 +22,9 @@ file records the last good commit and its bundle.
 A commit that is invalid, whose secrets do not resolve, whose canary fails or whose apply
 or DNS change fails is rejected: every edge that took it goes back to the last good bundle
 (the other edges never see it), DNS back to the last good zones, the rejection is logged
-and counted, and the same commit is not tried again; the next commit is handled normally.
+and counted; the next commit is handled normally. The same commit is tried again (with
+backoff: RETRIED) only when the rejection may not be its fault: a secret the control node
+lacks, an edge or DNS host failing its apply.
 An edge that cannot be reached is skipped (logged), not a failure: each cycle compares
 every edge's running version with the last good one and brings a drifted or returning
 edge back to it; a DNS host that cannot be reached is skipped likewise and given the last
@@ -222,6 +224,13 @@ def _git(cwd: Path, *args: str) -> str:
 # A converge is run again after this long even when nothing changed (an edge replaced by
 # hand, a failed order's back-off over).
 CERTIFICATES_RECHECK = 600.0
+# Rejections the commit may not be at fault for (a secret missing on the control node, an
+# edge or DNS host failing its apply): the same commit is tried again after RETRY_FIRST
+# seconds, then twice as long each time, up to RETRY_MAX. An invalid commit or a failed
+# canary is not tried again: the next commit is.
+RETRIED = frozenset({"secrets", "apply", "dns"})
+RETRY_FIRST = 30.0
+RETRY_MAX = 600.0
 # Seconds between checks that every DNS host serves the last good zone set (a host changed
 # by hand or by the role, or one that missed a push while this loop was not running); a
 # host that was unreachable at a push is caught up on the next cycle.
@@ -241,6 +250,14 @@ def certificates_key(wanted: list[certificates.Wanted], edges: list[Edge]) -> st
         digest.update(json.dumps(record, default=str).encode() + b"\n")
     digest.update(json.dumps(sorted((e.name, e.url) for e in edges)).encode())
     return digest.hexdigest()
+
+
+def retry_due(rejected: Rejected, now: float) -> bool:
+    """Whether a rejected commit is tried again now (RETRIED reasons, with backoff)."""
+    if rejected.reason not in RETRIED:
+        return False
+    wait = min(RETRY_MAX, RETRY_FIRST * 2 ** (rejected.attempts - 1))
+    return now - rejected.at >= wait
 
 
 class Syncer:
@@ -326,6 +343,11 @@ class Syncer:
             return CycleResult(None, "rejected", "fetch", str(exc))
         good = self.state.last_good
         rejected = self.state.last_rejected
+        if rejected and rejected.commit == commit and retry_due(rejected, time.time()):
+            log_event(
+                "sync_retry", commit=commit, reason=rejected.reason, attempt=rejected.attempts + 1
+            )
+            return self._apply_commit(topology, commit)
         if (good and good.commit == commit) or (rejected and rejected.commit == commit):
             result = self._catch_up(fleet, commit)
             caught = self._catch_up_dns(topology.zones)
@@ -705,7 +727,9 @@ class Syncer:
     def _reject(
         self, commit: str, reason: str, detail: str, edges: dict[str, str] | None = None
     ) -> CycleResult:
-        self.state.record_rejected(Rejected(commit, reason, time.time()))
+        last = self.state.last_rejected
+        attempts = last.attempts + 1 if last and last.commit == commit else 1
+        self.state.record_rejected(Rejected(commit, reason, time.time(), attempts))
         return CycleResult(commit, "rejected", reason, detail, edges or {})
 
     def _rollback(

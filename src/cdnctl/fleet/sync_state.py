@@ -1,7 +1,7 @@
 """What `cdnctl sync` remembers between cycles: the last good commit and its bundle.
 
 One JSON state file (`last_good`: commit, version, applied_at; `last_rejected`: commit,
-reason, at) plus, next to it, the last good compiled bundle and its manifest: what drifted
+reason, at, attempts) plus, next to it, the last good compiled bundle and its manifest: what drifted
 edges are brought back to and what a failed canary is rolled back to. Compiled bundles hold
 no secret (they are resolved at push time), so these files are not private; every write is
 atomic (a new file renamed over the old one).
@@ -33,6 +33,7 @@ class Rejected:
     commit: str
     reason: str
     at: float
+    attempts: int = 1  # times this commit was tried and rejected (retried reasons only)
 
 
 @dataclass(frozen=True)
