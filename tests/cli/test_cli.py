@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import yaml
 from typer.testing import CliRunner
 
+from cdnctl.bundle import patch
+from cdnctl.bundle.compile import compile_paths
+from cdnctl.bundle.delta import make_delta
+from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.cli.app import app
+from cdnctl.tenants.policy import Policy
 from cdnctl.tenants.schema import render_schema
 
 from ..conftest import ROOT
@@ -65,6 +71,39 @@ def test_compile_writes_bundle(tmp_path):
     assert result.exit_code == 0, result.output
     bundle = json.loads((out / "bundle.json").read_text())
     assert bundle["version"] in result.stdout
+
+
+def test_compile_writes_a_patched_bundle_and_its_delta(
+    tenants_dir, write_tenant, tmp_path, monkeypatch
+):
+    """In a git work tree a one-tenant edit patches the last bundle: bundle.json is a cold
+    compile's bytes, delta.json the delta a full comparison of the manifests gives."""
+    patches = []
+    real_patch = patch.patch_bundle
+    monkeypatch.setattr(
+        patch, "patch_bundle", lambda *a: patches.append(real_patch(*a)) or patches[-1]
+    )
+    repo, cache, out = tenants_dir.parent, tmp_path / "cache", tmp_path / "build"
+    (repo / ".gitignore").write_text("/cache/\n/build/\n")
+    for i in range(3):
+        write_tenant(f"t{i}")
+    git = ["git", "-c", "user.email=ci@cdnctl.test", "-c", "user.name=ci"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "three"], cwd=repo, check=True)
+    args = ["compile", str(tenants_dir), "--out", str(out), "--cache-dir", str(cache)]
+    assert runner.invoke(app, args).exit_code == 0
+    base = json.loads((out / "bundle.json").read_bytes())["version"]
+    write_tenant("t1", cache={"default_ttl": 5})
+    subprocess.run([*git, "commit", "-qam", "t1"], cwd=repo, check=True)
+    result = runner.invoke(app, [*args, "--delta-from", base])
+    assert result.exit_code == 0, result.output
+    cold = compile_paths([tenants_dir], Policy())
+    assert (out / "bundle.json").read_bytes() == cold.bundle
+    full = make_delta(cold.bundle, cold.manifest, ManifestStore(cache).load(base), base)
+    assert (out / "delta.json").read_bytes() == full.body
+    assert json.loads(full.body)["tenants"].keys() == {"t1"}
+    assert len(patches) == 1 and patches[0] is not None
 
 
 def test_compile_refuses_invalid_and_writes_nothing(tenants_dir, write_tenant, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -107,7 +108,8 @@ def compile_command(
     """Compile tenants into the bundle edges run (deterministic JSON, content-hash version)."""
     policy = policy_or_exit(inventory)
     result = run_compile(paths or [Path("tenants")], policy, cache_dir)
-    if not result.ok or result.bundle is None or result.manifest is None:
+    bundle = result.bundle_view  # a large bundle stays in its file (mapped), not copied
+    if not result.ok or bundle is None or result.manifest is None:
         print_problems(result.problems, Format.text)
         raise typer.Exit(EXIT_INVALID)
     base = ManifestStore(cache_dir).load(delta_from) if delta_from else None
@@ -119,18 +121,18 @@ def compile_command(
         raise typer.Exit(EXIT_USAGE)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "bundle.json"
-    _write_public(target, result.bundle)
+    _write_public(target, bundle)
     out.print(f"{target}: {len(result.results)} tenant(s), version {result.version}")
     if delta_from and base is not None:
-        delta = make_delta(result.bundle, result.manifest, base, delta_from)
+        delta = make_delta(bundle, result.manifest, base, delta_from, patched=result.patched)
         _write_public(out_dir / "delta.json", delta.body)
         out.print(
             f"{out_dir / 'delta.json'}: {delta.changed} tenant(s) added or changed, "
-            f"{delta.removed} removed, {len(delta.body)} bytes (full: {len(result.bundle)})"
+            f"{delta.removed} removed, {len(delta.body)} bytes (full: {len(bundle)})"
         )
 
 
-def _write_public(target: Path, data: bytes) -> None:
+def _write_public(target: Path, data: bytes | mmap.mmap) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-")
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)

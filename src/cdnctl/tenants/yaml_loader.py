@@ -31,8 +31,10 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     path resolver is registered (none is)."""
 
     def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-        if kind is not _SCALAR_NODE or self.yaml_path_resolvers:
+        if self.yaml_path_resolvers:
             return super().resolve(kind, value, implicit)
+        if kind is not _SCALAR_NODE:
+            return _MAP if kind is _MAPPING_NODE else _SEQ
         if not implicit[0] or (value and _FIRST is not None and value[0] not in _FIRST):
             return _STR  # quoted, or no implicit resolver starts with its first character
         key = (value, implicit)
