@@ -347,6 +347,15 @@ def test_git_change_detection_always_equals_a_cold_compile(
         stated = len(stat_calls)
         cold = compile_paths([tenants_dir], Policy(), cache_dir=None)
         assert _summary(warm) == _summary(cold), number
+        if warm.patched is not None:  # what it read: the cold compile's results of them
+            by_id = {r.tenant_id: r for r in cold.results}
+            assert {r.tenant_id for r in warm.edited} == warm.patched[1], number
+            assert all(
+                (r.file, r.domains, bytes(r.fragment or b""), r.digest)
+                == (c.file, c.domains, bytes(c.fragment or b""), c.digest)
+                for r in warm.edited
+                for c in [by_id[r.tenant_id]]
+            ), number
         if warm.patched is not None and previous is not None:  # a delta need compare less
             base = ManifestStore(cache).load(previous.version)
             base_version = warm.patched[0]

@@ -56,6 +56,9 @@ class CompileResult:
     # (the last version, the tenants whose lines replaced its) when the compile patched
     # the last bundle (patch.py): what make_delta(patched=) needs to compare no more
     patched: tuple[str, frozenset[str]] | None = None
+    # a patched compile's results of the files it read (its replaced tenants): what changed,
+    # without reading `results` (every cached result)
+    edited: tuple[FileResult, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -344,6 +347,7 @@ def _patched_compile(
         patched.manifest,
         held=bundle,
         patched=(last.version, replaced),
+        edited=tuple(edited),
     )
 
 

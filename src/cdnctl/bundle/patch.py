@@ -89,7 +89,7 @@ def patch_bundle(
     lines of the `edited` tenants (valid results) replaced, or None when one of them is
     not a tenant of it or claims other domains than it did."""
     spans = {start: (end, text) for start, end, text in record.patches}
-    new_manifest = bytearray(manifest)
+    digests: dict[int, bytes] = {}  # where in the manifest -> the new digest
     tenants_at = manifest.find(_TENANTS)
     members_to = manifest.find(b'},"wildcards":', tenants_at)
     if tenants_at < 0 or members_to < 0:
@@ -114,9 +114,10 @@ def patch_bundle(
         at = find_sorted(manifest, b",", tenant, tenants_at + len(_TENANTS) - 1, members_to)
         if at < 0:
             return None
-        at += len(tenant) + 5  # past ,"<id>":"
-        new_manifest[at : at + _DIGEST] = result.digest.encode()
-    manifest_bytes = bytes(new_manifest)
+        digests[at + len(tenant) + 5] = result.digest.encode()  # past ,"<id>":"
+    manifest_bytes = b"".join(
+        pieces(manifest, [(at, at + _DIGEST, d) for at, d in sorted(digests.items())])
+    )
     version = sha256_tag(manifest_bytes)
     version_at = data.rfind(_VERSION)
     if version_at < 0:
