@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -426,3 +428,60 @@ def test_a_streamed_bundle_equals_a_held_one(tmp_path, write_tenant, tenants_dir
     write_tenant("t9")
     compile_paths([tenants_dir], Policy(), cache_dir=tmp_path / "cache")  # drops the old file
     assert streamed.bundle == held.bundle and streamed.version == held.version
+
+
+@pytest.mark.parametrize("in_git", [False, True])
+def test_compiles_sharing_a_cache_dir_stay_consistent(
+    tmp_path, write_tenant, tenants_dir, monkeypatch, in_git
+):
+    """Two compiles that load the same cache state and then both save (a journal record
+    each, or whole indexes, the last one winning): each gives a cold compile's bundle, and
+    so does the next compile from whatever they left, in a plain directory and in git
+    (patched compiles)."""
+    from cdnctl.bundle.compile_cache import CompileCache
+
+    cache, repo = tmp_path / "cache", tenants_dir.parent
+
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.email=ci@cdnctl.test", "-c", "user.name=ci", *args],
+            cwd=repo, check=True, capture_output=True,
+        )  # fmt: skip
+
+    for i in range(6):
+        os.utime(write_tenant(f"t{i}"), (time.time() - 120, time.time() - 120))
+    if in_git:
+        (repo / ".gitignore").write_text("/cache/\n")
+        git("init", "-q")
+        git("add", "-A")
+        git("commit", "-qm", "six")
+    for _ in range(2):  # (the second compile checks what the first read)
+        compile_paths([tenants_dir], Policy(), cache_dir=cache)
+    real_load = CompileCache._load
+    both_loaded = threading.Barrier(2, timeout=60)
+
+    def load_then_wait(self) -> None:
+        real_load(self)
+        both_loaded.wait()
+
+    for number in range(5):
+        write_tenant(f"t{number}", cache={"default_ttl": 10 + number})
+        if number == 3:
+            write_tenant("new")  # not a patch
+        old = time.time() - 60  # outside the racy window: cached results are trusted
+        for path in tenants_dir.iterdir():
+            os.utime(path, (old - number, old - number))
+        if in_git:
+            git("add", "-A")
+            git("commit", "-qm", f"round {number}")
+        monkeypatch.setattr(CompileCache, "_load", load_then_wait)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            racing = list(
+                pool.map(lambda _: compile_paths([tenants_dir], Policy(), cache_dir=cache), [0, 1])
+            )
+        monkeypatch.setattr(CompileCache, "_load", real_load)
+        cold = compile_paths([tenants_dir], Policy())
+        assert [r.bundle for r in racing] == [cold.bundle, cold.bundle], number
+        after = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+        assert _summary(after) == _summary(cold), number
+        assert ManifestStore(cache).load(cold.version) == cold.manifest, number
