@@ -128,10 +128,16 @@ class EdgeNode:
                     f"{self.process.returncode}:\n{_tail(self.prefix / 'logs' / 'stderr.log')}"
                     f"\n{_tail(self.error_log)}"
                 )
-            if self._listening(self.settings.listen) and self._healthy():
+            if self._listening(self.settings.listen) and self._healthy() and self._all_forked():
                 return
             time.sleep(0.05)
         raise EdgeStartError(f"nginx not ready after {timeout}s:\n{_tail(self.error_log)}")
+
+    def _all_forked(self) -> bool:
+        """Every configured worker is there: one answers before the master forked the next,
+        and a caller comparing worker PIDs later would see a "new" worker."""
+        workers = self.settings.workers
+        return workers == "auto" or len(self.worker_pids()) >= workers
 
     @staticmethod
     def _listening(hostport: str) -> bool:
