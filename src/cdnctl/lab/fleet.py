@@ -134,9 +134,52 @@ def _playbook(step: str, playbook: str, *extra: str, echo: Callable[[str], None]
         )
     elapsed = time.monotonic() - start
     if done.returncode != 0:
-        raise LabError(f"{step} failed after {elapsed:.0f} s: read {log} (the failed task is last)")
+        raise LabError(
+            f"{step} failed after {elapsed:.0f} s (whole log: {log}):\n{failed_task(log)}"
+        )
     echo(f"{step}: done in {elapsed:.0f} s")
     return StepTime(step, elapsed)
+
+
+FAILURE_MARKS = ("fatal:", "failed:", "UNREACHABLE!", "ERROR!")
+
+
+def failed_task(log: Path, most: int = 25) -> str:
+    """The part of an ansible-playbook log that says what failed: the header of the task
+    that failed and the lines after it (at most `most`), or the log's last lines."""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    failure = next(
+        (i for i, line in enumerate(lines) if any(m in line for m in FAILURE_MARKS)), None
+    )
+    if failure is None:
+        return "\n".join(lines[-most:])
+    header = next(
+        (i for i in range(failure, -1, -1) if lines[i].startswith(("TASK [", "RUNNING HANDLER ["))),
+        failure,
+    )
+    return "\n".join(line for line in lines[header : failure + most] if line.strip())
+
+
+def _remove_stale(containers: list[LabContainer], echo: Callable[[str], None]) -> None:
+    """Remove the containers podman records as running whose process is gone (a machine
+    restored from a snapshot of a running lab, a killed conmon): `podman_container` would
+    take them as started and the converge would fail on them."""
+    stale = [c.name for c in containers if c.state == STALE]
+    if not stale:
+        return
+    echo(f"containers: {', '.join(stale)}: recorded as running, process gone: removing them")
+    done = subprocess.run(
+        ["podman", "rm", "--force", *stale],
+        capture_output=True,
+        text=True,
+        env=lab_environment(),
+        check=False,
+    )
+    if done.returncode != 0:
+        raise LabError(
+            f"podman rm of stale lab containers failed: {done.stderr.strip()} "
+            f"(remove them by hand: podman rm --force {' '.join(stale)})"
+        )
 
 
 def lab_up(
@@ -151,7 +194,9 @@ def lab_up(
     times = [StepTime("inventory", time.monotonic() - start)]
     echo(f"inventory: wrote {', '.join(str(p) for p in written)}")
     wanted = {h.name for h in fleet_hosts(fleet)} | {h.name for h in lab_only_hosts(fleet)}
-    running = {c.name: c.id for c in lab_status() if c.state == "running"}
+    found = lab_status()
+    _remove_stale(found, echo)
+    running = {c.name: c.id for c in found if c.state == "running"}
     if wanted <= set(running):
         echo(f"containers: all {len(wanted)} running")
     else:
@@ -219,11 +264,24 @@ def lab_status() -> list[LabContainer]:
                 c["Name"],
                 (c.get("Config", {}).get("Labels") or {}).get("cdnctl.lab.role", ""),
                 ", ".join(n.get("IPAddress", "") for n in networks.values()),
-                (c.get("State") or {}).get("Status", ""),
+                _state(c.get("State") or {}),
                 c.get("Id", ""),
             )
         )
     return sorted(rows, key=lambda r: r.name)
+
+
+STALE = "stale"
+
+
+def _state(state: dict) -> str:
+    """podman's status, or STALE when podman records the container running but its
+    process is gone (podman's state outlived the processes)."""
+    status = state.get("Status", "")
+    pid = state.get("Pid") or 0
+    if status == "running" and not (pid > 0 and Path(f"/proc/{pid}").exists()):
+        return STALE
+    return status
 
 
 def _write_root(view: LabView) -> Path:
