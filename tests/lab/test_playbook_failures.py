@@ -48,8 +48,13 @@ def test_a_log_without_a_failure_gives_its_last_lines(tmp_path: Path) -> None:
     assert failed_task(log, most=3) == "line 97\nline 98\nline 99"
 
 
-def test_a_running_record_without_a_live_process_is_stale() -> None:
-    assert _state({"Status": "running", "Pid": os.getpid()}) == "running"
-    assert _state({"Status": "running", "Pid": 0}) == STALE
-    assert _state({"Status": "running", "Pid": 2**22 + 7}) == STALE
-    assert _state({"Status": "exited", "Pid": 0}) == "exited"
+def test_a_running_record_without_its_container_process_is_stale() -> None:
+    # what our own cgroup file holds stands for the container id a container's init has
+    held = Path(f"/proc/{os.getpid()}/cgroup").read_text(encoding="ascii").splitlines()[0]
+    assert _state({"Status": "running", "Pid": os.getpid()}, held) == "running"
+    # the pid is alive but is not the container's init (another cgroup): podman's record
+    # outlived the container, and the pid was given to another process
+    assert _state({"Status": "running", "Pid": os.getpid()}, "f" * 64) == STALE
+    assert _state({"Status": "running", "Pid": 0}, "f" * 64) == STALE
+    assert _state({"Status": "running", "Pid": 2**22 + 7}, "f" * 64) == STALE
+    assert _state({"Status": "exited", "Pid": 0}, "f" * 64) == "exited"

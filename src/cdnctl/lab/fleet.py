@@ -264,7 +264,7 @@ def lab_status() -> list[LabContainer]:
                 c["Name"],
                 (c.get("Config", {}).get("Labels") or {}).get("cdnctl.lab.role", ""),
                 ", ".join(n.get("IPAddress", "") for n in networks.values()),
-                _state(c.get("State") or {}),
+                _state(c.get("State") or {}, c.get("Id", "")),
                 c.get("Id", ""),
             )
         )
@@ -274,14 +274,18 @@ def lab_status() -> list[LabContainer]:
 STALE = "stale"
 
 
-def _state(state: dict) -> str:
-    """podman's status, or STALE when podman records the container running but its
-    process is gone (podman's state outlived the processes)."""
+def _state(state: dict, container_id: str) -> str:
+    """podman's status, or STALE when podman records the container running but its init
+    process is gone (podman's state outlived the processes; the pid may be another
+    process's by now: a container's init is in a cgroup named after the container)."""
     status = state.get("Status", "")
-    pid = state.get("Pid") or 0
-    if status == "running" and not (pid > 0 and Path(f"/proc/{pid}").exists()):
+    if status != "running":
+        return status
+    try:
+        cgroup = Path(f"/proc/{int(state.get('Pid') or 0)}/cgroup").read_text(encoding="ascii")
+    except OSError:
         return STALE
-    return status
+    return status if container_id and container_id in cgroup else STALE
 
 
 def _write_root(view: LabView) -> Path:
