@@ -263,6 +263,19 @@ def test_metrics_move_as_expected(edge, make_origin):
     )
 
 
+def test_the_shared_dicts_report_their_size_and_what_tenants_take(edge, make_origin):
+    """cdn_shared_dict_*: an SRE sees the config dict fill before applies are refused."""
+    origin = make_origin("d")
+    config = 'cdn_shared_dict_{}_bytes{{dict="cdn_config"}}'
+    empty = edge.metrics()
+    assert metric(empty, config.format("capacity")) == 64 * 2**20  # NodeSettings' default
+    assert metric(empty, 'cdn_shared_dict_capacity_bytes{dict="cdn_metrics"}') == 16 * 2**20
+    tenants = [tenant(f"d{i}", [f"d{i}.test"], origin.address) for i in range(2000)]
+    assert edge.apply(make_bundle(*tenants)).status_code == 200
+    taken = metric(empty, config.format("free")) - metric(edge.metrics(), config.format("free"))
+    assert 2000 * 512 < taken < 2000 * 8 * 1024, taken
+
+
 def test_hup_reload_keeps_serving_the_running_bundle(edge, make_origin):
     origin = make_origin("r")
     bundle = make_bundle(tenant("r", ["r.test"], origin.address))

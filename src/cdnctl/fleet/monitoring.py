@@ -41,6 +41,8 @@ class AlertSettings(BaseModel):
     origin_error_ratio: float = Field(default=0.5, gt=0, lt=1)
     certificate_days: int = Field(default=14, ge=1)
     config_drift_for: str = "10m"
+    # An edge's config dict with less free than this is near refusing applies.
+    config_dict_free_ratio: float = Field(default=0.1, gt=0, lt=1)
 
 
 class PrometheusSettings(BaseModel):

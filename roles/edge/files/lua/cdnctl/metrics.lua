@@ -281,6 +281,25 @@ function _M.render(config_meta)
     insert(out, "# HELP cdn_config_tenants Tenants in the running bundle.")
     insert(out, "# TYPE cdn_config_tenants gauge")
     insert(out, "cdn_config_tenants " .. (config_meta and config_meta.tenants or 0))
+    -- The shared dicts' sizes and free pages (space inside partly used pages not counted):
+    -- an apply that finds no room in cdn_config is refused ("config dict: no memory").
+    local names = {}
+    for name in pairs(ngx.shared) do
+        insert(names, name)
+    end
+    sort(names)
+    insert(out, "# HELP cdn_shared_dict_capacity_bytes Size of each shared dict (lua_shared_dict).")
+    insert(out, "# TYPE cdn_shared_dict_capacity_bytes gauge")
+    for _, name in ipairs(names) do
+        insert(out, format("cdn_shared_dict_capacity_bytes{dict=\"%s\"} %d", name,
+            ngx.shared[name]:capacity()))
+    end
+    insert(out, "# HELP cdn_shared_dict_free_bytes Free pages of each shared dict.")
+    insert(out, "# TYPE cdn_shared_dict_free_bytes gauge")
+    for _, name in ipairs(names) do
+        insert(out, format("cdn_shared_dict_free_bytes{dict=\"%s\"} %d", name,
+            ngx.shared[name]:free_space()))
+    end
     insert(out, "")
     return concat(out, "\n")
 end
