@@ -154,7 +154,13 @@ def main() -> None:
         git(work, "commit", "--quiet", "-m", "tenants")
         git(work, "push", "--quiet", "origin", "HEAD:main")
         result["repository_seconds"] = round(time.monotonic() - clock, 1)
-        nodes = {name: EdgeNode(edge_settings(root / name)) for name in ("eu1", "eu2")}
+        # ~2.6 KiB of config dict per tenant (2.5 times its compiled text): 256m is full
+        # at 100k of these (roles/openresty: openresty_config_dict_size)
+        size = f"{max(64, args.tenants * 4 // 1024)}m"
+        nodes = {
+            name: EdgeNode(edge_settings(root / name).model_copy(update={"config_dict_size": size}))
+            for name in ("eu1", "eu2")
+        }
         try:
             for node in nodes.values():
                 node.start()

@@ -225,6 +225,28 @@ def test_a_failed_canary_is_rolled_back_and_the_rest_never_see_it(fleet):
     assert re.search(r"cdn_sync_last_success_timestamp_seconds [1-9]", text)
 
 
+def test_an_edit_that_breaks_a_running_tenant_is_caught_by_the_canary(fleet, monkeypatch):
+    """A settings edit compiles by patching the last bundle; the canary check then knows
+    the changed tenants from the compile (it reads no edge's digests): the broken one is
+    smoke-tested, and the fleet keeps the last good commit."""
+    repo, syncer = fleet["repo"], fleet["syncer"]
+    asked = []
+    real = sync.AdminClient.running_tenants
+    monkeypatch.setattr(
+        sync.AdminClient, "running_tenants", lambda self: asked.append(1) or real(self)
+    )
+    repo.write("site", fleet["origin"].address, cache={"default_ttl": "2m"})
+    good = repo.commit("site ttl 2m")
+    assert syncer.cycle().outcome == "applied"
+    assert not asked  # the canaries ran the bundle this compile patched
+    repo.write("site", f"127.0.0.1:{free_port()}", cache={"default_ttl": "2m"})  # closed
+    repo.commit("site origin moved")
+    result = syncer.cycle()
+    assert (result.outcome, result.reason) == ("rejected", "canary"), result
+    assert "site" in result.detail
+    assert {c["commit"] for c in configs(fleet).values()} == {good}
+
+
 def test_shields_take_a_commit_with_the_canaries_and_go_back_with_them(
     tmp_path, make_node, make_origin, monkeypatch
 ):

@@ -266,6 +266,59 @@ def _decoded_changes(base_manifest: bytes, target_manifest: bytes) -> dict[str, 
     return result
 
 
+@dataclass(frozen=True)
+class ResolvedContent:
+    """What resolving a bundle's secrets gives whatever the delta's base: its tenants that
+    carry secrets, resolved ({tenant: canonical text}), and the `content` (SHA-256) of the
+    whole resolved bundle. One pass over every line: made once per bundle (edge/push.py
+    keeps it for every edge's delta), not once per delta."""
+
+    secret_texts: dict[str, bytes]
+    content: str
+
+
+def resolved_content(bundle: bytes, resolver: Resolver) -> ResolvedContent:
+    head, lines, tail = split_lines(bundle)
+    ids = [_line_id(line) for line in lines]
+    secret = {
+        tenant: line[len(tenant) + 3 :]
+        for tenant, line in zip(ids, lines, strict=True)
+        if _carries_secrets(line)
+    }
+    resolved = resolver({"tenants": {t: json.loads(f) for t, f in secret.items()}})["tenants"]
+    by_secret = {tenant: canonical_json(resolved[tenant]) for tenant in secret}
+
+    def resolved_lines() -> Iterator[bytes]:
+        for tenant, line in zip(ids, lines, strict=True):
+            text = by_secret.get(tenant)
+            if text is None:
+                yield line.replace(_NO_TOKENS, _NO_TOKEN_HASHES, 1)
+            else:
+                yield line[: len(tenant) + 3] + text
+
+    digest = hashlib.sha256()
+    for piece in _joined(head, resolved_lines(), tail):
+        digest.update(piece)
+    return ResolvedContent(by_secret, "sha256:" + digest.hexdigest())
+
+
+def _fragments(bundle: bytes, tenants: Collection[str]) -> dict[str, bytes]:
+    """The compiled texts of `tenants`: found one by one for a few, in one pass for many."""
+    if len(tenants) <= FIND_MOST:
+        return {tenant: _fragment_of(bundle, tenant) for tenant in tenants}
+    _, lines, _ = split_lines(bundle)
+    wanted = set(tenants)
+    found = {}
+    for line in lines:
+        tenant = _line_id(line)
+        if tenant in wanted:
+            found[tenant] = line[len(tenant) + 3 :]
+    return found
+
+
+FIND_MOST = 64  # tenants looked up by search (each a pass over the bundle) before a split
+
+
 def make_delta(
     bundle: bytes,
     target_manifest: bytes,
@@ -274,10 +327,12 @@ def make_delta(
     *,
     resolver: Resolver | None = None,
     patched: tuple[str, Collection[str]] | None = None,
+    resolved: ResolvedContent | None = None,
 ) -> Delta:
     """The delta from `base` (whose manifest is `base_manifest`) to `bundle` (compiled,
     with its manifest). With `resolver`, the delta's tenants are resolved and `content` is
-    that of the resolved full bundle; without, the compiled one's. `patched`: (version,
+    that of the resolved full bundle (`resolved`: resolved_content of this bundle with this
+    resolver, when the caller has it); without, the compiled one's. `patched`: (version,
     tenants) when the bundle is that version's with only those tenants' lines replaced
     (CompileResult.patched): from that version, only their digests are compared."""
     version = sha256_tag(target_manifest)
@@ -299,39 +354,18 @@ def make_delta(
     wanted = set(changed_tenants)
     texts: dict[str, bytes] = {}
     if resolver is None:  # only the lines of the tenants that differ are read
-        texts = {tenant: _fragment_of(bundle, tenant) for tenant in wanted}
+        texts = _fragments(bundle, wanted)
         content = sha256_tag(bundle)
     else:
-        head, lines, tail = split_lines(bundle)
-        ids = [_line_id(line) for line in lines]
-        secret = [
-            (tenant, line[len(tenant) + 3 :])
-            for tenant, line in zip(ids, lines, strict=True)
-            if _carries_secrets(line)
-        ]
-        wanted.update(tenant for tenant, _ in secret)
-        compiled = {tenant: json.loads(fragment) for tenant, fragment in secret}
-        compiled.update(
-            (tenant, json.loads(line[len(tenant) + 3 :]))
-            for tenant, line in zip(ids, lines, strict=True)
-            if tenant in wanted and tenant not in compiled
-        )
-        resolved = resolver({"tenants": compiled})["tenants"]
-        texts = {tenant: canonical_json(resolved[tenant]) for tenant in wanted}
-        by_secret = {tenant: texts[tenant] for tenant, _ in secret}
-
-        def resolved_lines() -> Iterator[bytes]:
-            for tenant, line in zip(ids, lines, strict=True):
-                text = by_secret.get(tenant)
-                if text is None:
-                    yield line.replace(_NO_TOKENS, _NO_TOKEN_HASHES, 1)
-                else:
-                    yield line[: len(tenant) + 3] + text
-
-        digest = hashlib.sha256()
-        for piece in _joined(head, resolved_lines(), tail):
-            digest.update(piece)
-        content = "sha256:" + digest.hexdigest()
+        resolved = resolved or resolved_content(bundle, resolver)
+        # Every tenant with secrets goes with the delta (a rotated secret changes no digest).
+        texts = dict(resolved.secret_texts)
+        rest = _fragments(bundle, wanted - texts.keys())
+        if rest:
+            compiled = {tenant: json.loads(fragment) for tenant, fragment in rest.items()}
+            done = resolver({"tenants": compiled})["tenants"]
+            texts.update((tenant, canonical_json(done[tenant])) for tenant in rest)
+        content = resolved.content
     removed = sorted(dropped_tenants)
     document: dict[str, Any] = {
         "base": base,

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from cdnctl.bundle.delta import Delta, Resolver, make_delta
+from cdnctl.bundle.delta import Delta, ResolvedContent, Resolver, make_delta, resolved_content
 from cdnctl.bundle.format import sha256_tag
 from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.edge.admin_client import AdminClient, EdgeError
@@ -30,12 +30,17 @@ class Pusher:
         store: ManifestStore,
         resolver: Resolver,
         full: Callable[[], bytes],
+        patched: tuple[str, frozenset[str]] | None = None,
     ) -> None:
+        """`patched`: CompileResult.patched (the deltas from that version compare only
+        those tenants' digests)."""
         self.bundle, self.manifest, self.version = bundle, manifest, version
+        self.patched = patched
         self.store, self.resolver, self._full = store, resolver, full
         self._lock = threading.Lock()
         self._deltas: dict[str, Delta | None] = {}
         self._full_bytes: bytes | None = None
+        self._resolved: ResolvedContent | None = None  # one pass over the bundle, all deltas
 
     def delta_from(self, base: str | None, client: AdminClient | None = None) -> Delta | None:
         """The resolved delta from `base`, or None (unknown base, or not smaller). The base's
@@ -51,8 +56,16 @@ class Pusher:
                         manifest = fetched
                 delta = None
                 if manifest is not None:
+                    if self._resolved is None:
+                        self._resolved = resolved_content(self.bundle, self.resolver)
                     delta = make_delta(
-                        self.bundle, self.manifest, manifest, base, resolver=self.resolver
+                        self.bundle,
+                        self.manifest,
+                        manifest,
+                        base,
+                        resolver=self.resolver,
+                        resolved=self._resolved,
+                        patched=self.patched,
                     )
                     if len(delta.body) >= len(self.bundle):
                         delta = None

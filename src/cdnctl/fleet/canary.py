@@ -14,6 +14,7 @@ so real traffic through the canary during the window counts as much as the smoke
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from cdnctl.bundle.compile import CompileResult
 from cdnctl.bundle.rollout import SMOKE_LABEL
 from cdnctl.edge.admin_client import AdminClient, EdgeError, tls_context
 
@@ -53,6 +55,49 @@ class CanaryVerdict:
     ok: bool
     reason: str = ""  # "smoke" or "error_ratio" when not ok
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What a canary ran before a commit: its version, and its tenants' digests (None when
+    the commit's compile patched that very version: TargetTenants knows what differs)."""
+
+    version: str | None
+    digests: Mapping[str, str] | None
+
+
+class TargetTenants:
+    """A commit's compiled tenants as the canary check needs them: which ones an edge does
+    not run as they are now, and their domains. A compile that patched the last bundle
+    knows the tenants it replaced (`patched`, `edited`): against that bundle only they can
+    differ, without reading every tenant's result (0.45 s at 100k tenants)."""
+
+    def __init__(self, compiled: CompileResult) -> None:
+        self.compiled = compiled
+
+    @functools.cached_property
+    def _all(self) -> dict[str, tuple[str, list[str]]]:
+        return {
+            r.tenant_id: (r.digest, list(r.domains))
+            for r in self.compiled.results
+            if r.tenant_id and r.digest
+        }
+
+    def changed_since(self, ran: Ran) -> dict[str, list[str]]:
+        """{tenant: domains} of the tenants `ran` does not run as this commit has them."""
+        patched = self.compiled.patched
+        if ran.digests is None and patched is not None and ran.version == patched[0]:
+            return {
+                r.tenant_id: list(r.domains)
+                for r in self.compiled.edited
+                if r.tenant_id and r.digest and r.tenant_id in patched[1]
+            }
+        digests = ran.digests or {}
+        return {
+            tenant: domains
+            for tenant, (digest, domains) in self._all.items()
+            if digests.get(tenant) != digest
+        }
 
 
 def smoke_host(domains: Sequence[str]) -> str:

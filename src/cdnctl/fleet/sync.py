@@ -59,7 +59,7 @@ from cdnctl.bundle.secrets import SecretResolutionError, resolve_secrets
 from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT, AdminClient, Edge, EdgeError
 from cdnctl.edge.push import Pusher
 from cdnctl.fleet import certificates
-from cdnctl.fleet.canary import check_canary
+from cdnctl.fleet.canary import Ran, TargetTenants, check_canary
 from cdnctl.fleet.dns import DnsError, HostResult, tenant_names
 from cdnctl.fleet.sync_state import GoodBundle, GoodCommit, Rejected, SyncState
 from cdnctl.fleet.targets import host_url, inventory_json
@@ -423,13 +423,14 @@ class Syncer:
             return self._reject(commit, "invalid", detail)
         try:
             pusher = self._pusher(
-                GoodBundle(compiled.bundle, compiled.manifest or b""), compiled.version
+                GoodBundle(compiled.bundle, compiled.manifest or b""),
+                compiled.version,
+                compiled.patched,
             )
         except SecretResolutionError as exc:
             return self._reject(commit, "secrets", str(exc))
         phase("secrets")
-        digests = {r.tenant_id: r.digest for r in compiled.results if r.tenant_id and r.digest}
-        domains = {r.tenant_id: list(r.domains) for r in compiled.results if r.tenant_id}
+        targets = TargetTenants(compiled)
         running = self._running(fleet)
         reachable = [edge for edge in fleet if running[edge.name] is not None]
         down = {edge.name: "unreachable" for edge in fleet if running[edge.name] is None}
@@ -455,7 +456,10 @@ class Syncer:
         for edge in reachable:
             if not edge.shield and edge.region not in {c.region for c in canaries}:
                 canaries.append(edge)
-        first = self._pool_map(lambda edge: self._take(edge, pusher, commit), shields + canaries)
+        patched_from = compiled.patched[0] if compiled.patched else None
+        first = self._pool_map(
+            lambda edge: self._take(edge, pusher, commit, patched_from), shields + canaries
+        )
         taken = dict(zip((edge.name for edge in shields + canaries), first, strict=True))
         edges.update({name: what for name, (what, _) in taken.items()})
         applied: list[FleetEdge] = canaries + [
@@ -466,7 +470,7 @@ class Syncer:
             return self._rollback(commit, "apply", "; ".join(failed), applied, edges, restore)
         phase("shields_canaries")
         trials = self._pool_map(
-            lambda canary: self._check_canary(canary, taken[canary.name], digests, domains),
+            lambda canary: self._check_canary(canary, taken[canary.name], targets),
             canaries,
         )
         edges.update(
@@ -514,7 +518,7 @@ class Syncer:
             "sync_applied",
             commit=commit,
             version=compiled.version,
-            tenants=len(digests),
+            tenants=len(compiled.results),
             tenants_changed=changed_count,
             edges=len(applied),
             edges_down=sorted(down),
@@ -632,7 +636,9 @@ class Syncer:
             edges_failed={e.edge: e.error for e in report.edges if not e.ok},
         )
 
-    def _pusher(self, bundle: GoodBundle, version: str) -> Pusher:
+    def _pusher(
+        self, bundle: GoodBundle, version: str, patched: tuple[str, frozenset[str]] | None = None
+    ) -> Pusher:
         environ, secret = self.settings.environ, self.settings.vault_secret
 
         def resolver(document: dict[str, Any]) -> dict[str, Any]:
@@ -645,6 +651,7 @@ class Syncer:
             ManifestStore(self.cache_dir),
             resolver,
             lambda: bundle_json(resolver(json.loads(bundle.bundle))),
+            patched,
         )
         pusher.prepare()
         return pusher
@@ -670,15 +677,20 @@ class Syncer:
         return dict(zip((e.name for e in fleet), self._pool_map(one, fleet), strict=True))
 
     def _take(
-        self, edge: FleetEdge, pusher: Pusher, commit: str
-    ) -> tuple[str, dict[str, Any] | None]:
-        """Push to a shield or a canary: (what happened, the tenants a canary ran before).
-        A canary whose push failed may have taken it: it is rolled back too."""
-        before: dict[str, Any] | None = None
+        self, edge: FleetEdge, pusher: Pusher, commit: str, patched_from: str | None = None
+    ) -> tuple[str, Ran | None]:
+        """Push to a shield or a canary: (what happened, what a canary ran before: its
+        version, and its tenants' digests unless it ran `patched_from`, the bundle this
+        commit's compile patched, whose differences the compile knows). A canary whose
+        push failed may have taken it: it is rolled back too."""
+        before: Ran | None = None
         try:
             with AdminClient(edge.edge, self.settings.token) as client:
                 if not edge.shield:
-                    before = client.running_tenants().get("tenants") or {}
+                    version = client.running_config().get("version")
+                    before = Ran(version, None)
+                    if version is None or version != patched_from:
+                        before = Ran(version, client.running_tenants().get("tenants") or {})
                 answer = pusher.push(client, commit)
         except EdgeError as exc:
             if edge.shield and exc.status is None:
@@ -689,19 +701,14 @@ class Syncer:
     def _check_canary(
         self,
         canary: FleetEdge,
-        taken: tuple[str, dict[str, Any] | None],
-        digests: Mapping[str, str],
-        domains: Mapping[str, list[str]],
+        taken: tuple[str, Ran | None],
+        targets: TargetTenants,
     ) -> CanaryTrial:
         """Smoke-test (and watch) the tenants the canary did not run as they are now."""
         what, before = taken
         if what.startswith("failed"):
             return CanaryTrial(True, f"canary: {what}", failure=f"apply {what}")
-        changed = {
-            tenant: domains[tenant]
-            for tenant, digest in digests.items()
-            if (before or {}).get(tenant) != digest
-        }
+        changed = targets.changed_since(before or Ran(None, {}))
         with AdminClient(canary.edge, self.settings.token) as client:
             verdict = check_canary(
                 client,
