@@ -88,6 +88,7 @@ bench: setup  ## Run the benchmarks (print JSON)
 	$(BIN)/python bench/hit_instructions.py
 	$(BIN)/python bench/metrics_scale.py
 	$(BIN)/python bench/zone_scale.py
+	$(BIN)/python bench/sync_scale.py
 
 clean:  ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .cdnctl-cache
