@@ -38,7 +38,7 @@ from cdnctl.fleet import sync
 from cdnctl.fleet.sync import Syncer, SyncSettings
 from cdnctl.lab.sample_origin import SampleOrigin
 from dataplane import TOKEN, edge_settings
-from tenant_scale import TEMPLATE
+from tenant_scale import generate
 
 SAMPLE = "sample"
 
@@ -47,23 +47,6 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
     ).stdout.strip()
-
-
-def generate(directory: Path, count: int, origin: str) -> None:
-    """bench/tenant_scale.py's synthetic tenants, with `origin` as every tenant's origin: a
-    commit that changes many tenants gets smoke requests that must reach one."""
-    directory.mkdir(parents=True, exist_ok=True)
-    template = TEMPLATE.replace("https://origin-{n}.example.net/base", f"http://{origin}")
-    for n in range(count):
-        tenant_id = f"t{n:07d}"
-        text = template.format(
-            id=tenant_id,
-            n=n,
-            ttl=f"{1 + n % 24}h",
-            query="[v, lang]" if n % 3 == 0 else "all",
-            shield="false",  # no shield in this fleet
-        )
-        (directory / f"{tenant_id}.yaml").write_text(text, encoding="utf-8")
 
 
 def sample_tenant(origin: str, ttl: int) -> str:
@@ -147,7 +130,8 @@ def main() -> None:
         git(work, "config", "user.email", "bench@cdnctl.test")
         git(work, "config", "user.name", "bench")
         clock = time.monotonic()
-        generate(work / "tenants", args.tenants, origin.address)
+        # every tenant at the sample origin: a commit changing many gets smoke requests
+        generate(work / "tenants", args.tenants, origin.address, shields=False)
         ttl = 60
         (work / "tenants" / f"{SAMPLE}.yaml").write_text(sample_tenant(origin.address, ttl))
         git(work, "add", "--all", "tenants")

@@ -85,16 +85,23 @@ shield: {shield}
 """
 
 
-def generate(directory: Path, count: int) -> None:
+def generate(
+    directory: Path, count: int, origin: str | None = None, *, shields: bool = True
+) -> None:
+    """`count` synthetic tenant files; `origin` (HOST:PORT) as every tenant's origin instead
+    of a made-up name each; `shields`: every other tenant behind a shield."""
     directory.mkdir(parents=True, exist_ok=True)
+    template = TEMPLATE
+    if origin is not None:
+        template = TEMPLATE.replace("https://origin-{n}.example.net/base", f"http://{origin}")
     for n in range(count):
         tenant_id = f"t{n:07d}"
-        text = TEMPLATE.format(
+        text = template.format(
             id=tenant_id,
             n=n,
             ttl=f"{1 + n % 24}h",
             query="[v, lang]" if n % 3 == 0 else "all",
-            shield="true" if n % 2 else "false",
+            shield="true" if shields and n % 2 else "false",
         )
         (directory / f"{tenant_id}.yaml").write_text(text, encoding="utf-8")
     old = time.time() - 3600  # as if checked out an hour ago (outside the racy-stat window)

@@ -180,6 +180,18 @@ local function fmt(v)
     return format("%.6f", v)
 end
 
+-- cdn_shared_dict_<what>_bytes{dict} of every shared dict: what = capacity or free.
+local function dict_gauge(out, names, what, help)
+    local metric = "cdn_shared_dict_" .. what .. "_bytes"
+    insert(out, "# HELP " .. metric .. " " .. help)
+    insert(out, "# TYPE " .. metric .. " gauge")
+    local method = what == "free" and "free_space" or "capacity"
+    for _, name in ipairs(names) do
+        local shared = ngx.shared[name]
+        insert(out, format("%s{dict=\"%s\"} %d", metric, name, shared[method](shared)))
+    end
+end
+
 function _M.render(config_meta)
     _M.flush()
     local requests, bytes, hist_tenants, origins, purges = {}, {}, {}, {}, {}
@@ -288,18 +300,8 @@ function _M.render(config_meta)
         insert(names, name)
     end
     sort(names)
-    insert(out, "# HELP cdn_shared_dict_capacity_bytes Size of each shared dict (lua_shared_dict).")
-    insert(out, "# TYPE cdn_shared_dict_capacity_bytes gauge")
-    for _, name in ipairs(names) do
-        insert(out, format("cdn_shared_dict_capacity_bytes{dict=\"%s\"} %d", name,
-            ngx.shared[name]:capacity()))
-    end
-    insert(out, "# HELP cdn_shared_dict_free_bytes Free pages of each shared dict.")
-    insert(out, "# TYPE cdn_shared_dict_free_bytes gauge")
-    for _, name in ipairs(names) do
-        insert(out, format("cdn_shared_dict_free_bytes{dict=\"%s\"} %d", name,
-            ngx.shared[name]:free_space()))
-    end
+    dict_gauge(out, names, "capacity", "Size of each shared dict (lua_shared_dict).")
+    dict_gauge(out, names, "free", "Free pages of each shared dict.")
     insert(out, "")
     return concat(out, "\n")
 end
