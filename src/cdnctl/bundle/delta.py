@@ -302,6 +302,9 @@ def resolved_content(bundle: bytes, resolver: Resolver) -> ResolvedContent:
     return ResolvedContent(by_secret, "sha256:" + digest.hexdigest())
 
 
+FIND_MOST = 64  # tenants looked up by search (each a pass over the bundle) before a split
+
+
 def _fragments(bundle: bytes, tenants: Collection[str]) -> dict[str, bytes]:
     """The compiled texts of `tenants`: found one by one for a few, in one pass for many."""
     if len(tenants) <= FIND_MOST:
@@ -314,9 +317,6 @@ def _fragments(bundle: bytes, tenants: Collection[str]) -> dict[str, bytes]:
         if tenant in wanted:
             found[tenant] = line[len(tenant) + 3 :]
     return found
-
-
-FIND_MOST = 64  # tenants looked up by search (each a pass over the bundle) before a split
 
 
 def make_delta(

@@ -83,12 +83,15 @@ class Pusher:
         that has one): a missing secret fails before any edge is touched."""
         self.delta_from(self.version)
 
-    def push(self, client: AdminClient, commit: str | None) -> dict[str, Any]:
+    def push(
+        self, client: AdminClient, commit: str | None, running: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The edge's answer plus `sent`: "delta", "full" or "nothing", and `bytes`.
         An edge already running this bundle gets nothing, unless `commit` is not the one it
         records: then the delta from the bundle to itself (its tenants with secrets only,
-        nothing to write) so that `GET /config` names the commit."""
-        running = client.running_config()
+        nothing to write) so that `GET /config` names the commit. `running`: the edge's
+        `GET /config` when the caller has just read it."""
+        running = running if running is not None else client.running_config()
         delta = self.delta_from(running.get("version"), client)
         if running.get("version") == self.version:
             content = delta.content if delta else sha256_tag(self.full())

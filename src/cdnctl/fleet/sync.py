@@ -686,12 +686,14 @@ class Syncer:
         before: Ran | None = None
         try:
             with AdminClient(edge.edge, self.settings.token) as client:
+                running = None
                 if not edge.shield:
-                    version = client.running_config().get("version")
+                    running = client.running_config()
+                    version = running.get("version")
                     before = Ran(version, None)
                     if version is None or version != patched_from:
                         before = Ran(version, client.running_tenants().get("tenants") or {})
-                answer = pusher.push(client, commit)
+                answer = pusher.push(client, commit, running)
         except EdgeError as exc:
             if edge.shield and exc.status is None:
                 return "unreachable", None

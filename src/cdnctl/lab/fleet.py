@@ -168,18 +168,22 @@ def _remove_stale(containers: list[LabContainer], echo: Callable[[str], None]) -
     if not stale:
         return
     echo(f"containers: {', '.join(stale)}: recorded as running, process gone: removing them")
+    try:
+        _podman("rm", "--force", *stale)
+    except LabError as exc:
+        raise LabError(
+            f"{exc} (remove them by hand: podman rm --force {' '.join(stale)})"
+        ) from None
+
+
+def _podman(*args: str) -> str:
+    """podman's output, with the lab's environment; LabError when it fails."""
     done = subprocess.run(
-        ["podman", "rm", "--force", *stale],
-        capture_output=True,
-        text=True,
-        env=lab_environment(),
-        check=False,
+        ["podman", *args], capture_output=True, text=True, env=lab_environment(), check=False
     )
     if done.returncode != 0:
-        raise LabError(
-            f"podman rm of stale lab containers failed: {done.stderr.strip()} "
-            f"(remove them by hand: podman rm --force {' '.join(stale)})"
-        )
+        raise LabError(f"podman {args[0]} failed: {done.stderr.strip()}")
+    return done.stdout
 
 
 def lab_up(
@@ -243,21 +247,11 @@ def lab_up(
 
 def lab_status() -> list[LabContainer]:
     """The lab's containers (label cdnctl.lab=1) as podman sees them."""
-    env = lab_environment()
-
-    def podman(*args: str) -> str:
-        done = subprocess.run(
-            ["podman", *args], capture_output=True, text=True, env=env, check=False
-        )
-        if done.returncode != 0:
-            raise LabError(f"podman {args[0]} failed: {done.stderr.strip()}")
-        return done.stdout
-
-    ids = podman("ps", "-aq", "--filter", "label=cdnctl.lab=1").split()
+    ids = _podman("ps", "-aq", "--filter", "label=cdnctl.lab=1").split()
     if not ids:
         return []
     rows = []
-    for c in json.loads(podman("inspect", *ids)):
+    for c in json.loads(_podman("inspect", *ids)):
         networks = (c.get("NetworkSettings") or {}).get("Networks") or {}
         rows.append(
             LabContainer(

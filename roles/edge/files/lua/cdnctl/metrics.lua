@@ -180,12 +180,10 @@ local function fmt(v)
     return format("%.6f", v)
 end
 
--- cdn_shared_dict_<what>_bytes{dict} of every shared dict: what = capacity or free.
-local function dict_gauge(out, names, what, help)
-    local metric = "cdn_shared_dict_" .. what .. "_bytes"
+-- A gauge of every shared dict (`names`), labelled dict: what its `method` answers.
+local function dict_gauge(out, names, metric, method, help)
     insert(out, "# HELP " .. metric .. " " .. help)
     insert(out, "# TYPE " .. metric .. " gauge")
-    local method = what == "free" and "free_space" or "capacity"
     for _, name in ipairs(names) do
         local shared = ngx.shared[name]
         insert(out, format("%s{dict=\"%s\"} %d", metric, name, shared[method](shared)))
@@ -300,8 +298,10 @@ function _M.render(config_meta)
         insert(names, name)
     end
     sort(names)
-    dict_gauge(out, names, "capacity", "Size of each shared dict (lua_shared_dict).")
-    dict_gauge(out, names, "free", "Free pages of each shared dict.")
+    dict_gauge(out, names, "cdn_shared_dict_capacity_bytes", "capacity",
+        "Size of each shared dict (lua_shared_dict).")
+    dict_gauge(out, names, "cdn_shared_dict_free_bytes", "free_space",
+        "Free pages of each shared dict.")
     insert(out, "")
     return concat(out, "\n")
 end
