@@ -11,9 +11,12 @@ each commit changes the bench tenant's default TTL, so it is a real one-tenant d
 - `purge_all_s` / `purge_url_s`: a purge sent to every edge and shield in parallel (what
   `cdnctl purge` does after reading the inventory), from the first request to the last
   edge's answer (target <= 200 ms);
-- `drain_effective_s`: `cdnctl drain`'s library call on the lab's DNS hosts -> no DNS host
-  gives an eu client the edge any more; plus the edge TTL, the bound after which no client
-  that honours the TTL opens a new connection to it (target <= TTL + 1 s).
+- `drain_effective_s`: `cdnctl drain`'s library call on the lab's DNS hosts (what a roll or
+  any process holding the inventory does; `drain_via`: the drain agents, or Ansible) -> no
+  DNS host gives an eu client the edge any more; plus the edge TTL, the bound after which no
+  client that honours the TTL opens a new connection to it (target <= TTL + 1 s);
+  `drain_cli_*`: the same from running the `cdnctl drain` command (its start-up and
+  inventory read included).
 Medians and p95 of every series; the repository is put back to the project's tenants at
 the end (the lab runs the bundle it ran before).
 
@@ -171,11 +174,18 @@ class Bench:
                 raise SystemExit(f"purge failed on {failed}")
         return seconds
 
-    def drains(self, rounds: int) -> list[float]:
+    def drains(self, rounds: int, *, cli: bool = False) -> tuple[list[float], set[str]]:
+        """Seconds from each drain's start until no DNS host hands out the edge, and what
+        carried the edits (the drain agents, or Ansible where none answered). `cli`: the
+        `cdnctl drain` command itself (its start-up and inventory read included)."""
         view = lab_view(self.inventory)
         eu = next(r for r in view.regions if r.name == "eu")
         edge, address = sorted(eu.edges.items())[0]
-        hosts = fleet_dns.DnsHosts(self.inventory)
+        env = lab_environment()
+        hosts = fleet_dns.DnsHosts(self.inventory, token=env["CDNCTL_ADMIN_TOKEN"])
+        command = [str(Path(sys.executable).with_name("cdnctl")), "drain", edge]
+        command += ["--inventory", str(self.inventory)]
+        ways: set[str] = set()
 
         def gone() -> bool:
             answers = [
@@ -192,12 +202,23 @@ class Bench:
         seconds = []
         for _ in range(rounds):
             start = time.perf_counter()
-            drain.set_drain(hosts, edge, drain=True)
-            until(gone, f"{edge} out of DNS", step=0.05)
+            if cli:
+                done = subprocess.run(command, env=env, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"cdnctl drain failed: {done.stdout}{done.stderr}")
+                ways.update(
+                    "agent" if "(drain agent)" in line else "ansible"
+                    for line in done.stdout.splitlines()
+                    if "admin_state" in line
+                )
+            else:
+                result = drain.set_drain(hosts, edge, drain=True)
+                ways.update(host.via for host in result.hosts)
+            until(gone, f"{edge} out of DNS", step=0.01)
             seconds.append(time.perf_counter() - start)
             drain.set_drain(hosts, edge, drain=False)
             until(lambda: not gone(), f"{edge} back in DNS", step=0.1)
-        return seconds
+        return seconds, ways
 
 
 def main() -> None:
@@ -225,10 +246,15 @@ def main() -> None:
             result["purge_all_s"] = summary(
                 bench.purge(args.purges, {"tenant": "customer-d", "all": True})
             )
-            drains = bench.drains(args.drains)
+            drains, ways = bench.drains(args.drains)
             ttl = fleet_dns.load_settings(bench.inventory).edge_ttl
             result["drain_effective_s"] = summary(drains)
             result["drain_no_new_connections_s"] = summary([d + ttl for d in drains])
+            result["drain_via"] = sorted(ways)
+            cli_drains, cli_ways = bench.drains(args.drains, cli=True)
+            result["drain_cli_effective_s"] = summary(cli_drains)
+            result["drain_cli_no_new_connections_s"] = summary([d + ttl for d in cli_drains])
+            result["drain_cli_via"] = sorted(cli_ways)
             result["edge_ttl_s"] = ttl
             result["nodes"] = len(bench.nodes)
             # Back to the project's tenants.

@@ -26,6 +26,7 @@ WORLD = "world"
 ADMIN = "admin"
 NODE_EXPORTER_PORT = 9100
 GDNSD_EXPORTER_PORT = 9153  # roles/geodns' exporter (cdn_gdnsd_exporter_port's default)
+DNS_ADMIN_PORT = 9154  # roles/geodns' drain agent (cdn_dns_admin_port's default): cdnctl drain
 PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
 
@@ -61,6 +62,7 @@ def ingress_rules(admin_api_port: int) -> list[Ingress]:
         Ingress("dns", "tcp", GDNSD_EXPORTER_PORT, source, "gdnsd exporter")
         for source in (ADMIN, "prometheus")
     )
+    rules.append(Ingress("dns", "tcp", DNS_ADMIN_PORT, ADMIN, "drain agent"))
     rules.extend(
         Ingress("prometheus", "tcp", PROMETHEUS_PORT, source, "prometheus api")
         for source in (ADMIN, "grafana")

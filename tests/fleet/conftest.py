@@ -16,9 +16,11 @@ import dns.edns
 import dns.message
 import dns.query
 import dns.rdatatype
+import httpx
 import pytest
 
 from cdnctl.edge.runner import free_port
+from cdnctl.fleet import admin_state
 from cdnctl.fleet import dns as fleet_dns
 from cdnctl.fleet.targets import inventory_json
 
@@ -64,6 +66,7 @@ class Gdnsd:
         self.port = free_port()
         self.log = self.root / "gdnsd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.agent: subprocess.Popen[bytes] | None = None  # start_agent()
 
     @property
     def server(self) -> fleet_dns.ServerOptions:
@@ -140,7 +143,44 @@ class Gdnsd:
             check=False,
         )
 
+    def start_agent(self, token: str, port: int | None = None) -> int:
+        """The geodns role's drain agent for this server: admin_state.py serve under the
+        system python3 (the module must need nothing else), as gdnsd's user, on 127.0.0.1;
+        its port."""
+        self.stop_agent()
+        port = port or free_port()
+        token_file = self.root / "admin-token"
+        token_file.write_text(f"{token}\n")
+        state = self.state_dir / "admin_state"
+        command = [
+            *self._as_gdnsd(),
+            "/usr/bin/python3",
+            admin_state.__file__,
+            "serve",
+            *("--listen", f"127.0.0.1:{port}", "--token-file", str(token_file)),
+            *("--state-file", str(state), "--config-dir", str(self.config_dir)),
+        ]
+        with (self.root / "agent.log").open("ab") as log:
+            self.agent = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self._agent_ready(port), timeout=10, step=0.05)
+        return port
+
+    def _agent_ready(self, port: int) -> bool:
+        if self.agent is not None and self.agent.poll() is not None:
+            pytest.fail(f"agent exited: {(self.root / 'agent.log').read_text(errors='replace')}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop_agent(self) -> None:
+        agent, self.agent = self.agent, None
+        if agent is not None and agent.poll() is None:
+            agent.terminate()
+            agent.wait(timeout=10)
+
     def stop(self) -> None:
+        self.stop_agent()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

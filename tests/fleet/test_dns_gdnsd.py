@@ -2,8 +2,11 @@
 
 Every server listens on 127.0.0.0/8: edges on 127.0.0.11 (eu) and 127.0.0.12 (us), with
 the admin listener (GET /health) on the same address as the public one, as on real hosts
-where gdnsd checks the address it hands out. Failover and drain times are printed (the
-Molecule scenario holds them to 5 s); the bounds asserted here are generous.
+where gdnsd checks the address it hands out. Each DNS host runs the geodns role's drain agent
+(admin_state.py serve) on 127.0.0.1; the drain tests run twice, once through the agents and
+once through Ansible (no admin token: what an inventory without agents gets). Failover and
+drain times are printed (the Molecule scenario holds them to 5 s); the bounds asserted here
+are generous.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from cdnctl.cli.app import app
+from cdnctl.edge.admin_client import TOKEN_ENV
 from cdnctl.edge.nginx_conf import NodeSettings
 from cdnctl.edge.runner import EdgeNode, free_port
 from cdnctl.fleet import admin_state, dns, drain
@@ -29,6 +34,7 @@ from tests.fleet.conftest import Gdnsd, query, wait_for
 
 REGIONS = {"eu": ("127.0.0.11", "192.0.2.0/24"), "us": ("127.0.0.12", "198.51.100.0/24")}
 BOUND = 30.0  # seconds: far above the 2-3 s the lab health settings give
+AGENT_TOKEN = "dns-test-agent-token-0123456789"
 
 SETTINGS = {
     "domain": "cdn.test",
@@ -50,10 +56,7 @@ class Lab:
     edges: dict[str, EdgeNode]
     servers: list[Gdnsd]
     fleet: dns.Fleet
-
-    @property
-    def hosts(self) -> dns.DnsHosts:
-        return dns.DnsHosts(self.inventory)
+    agent_ports: list[int]
 
     def answers(self, region: str, name: str = "edge.cdn.test") -> list[list[str]]:
         """What every DNS host answers a client of `region`."""
@@ -101,6 +104,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             yaml.safe_dump({"cdn_dns": SETTINGS})
         )
         local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        agent_ports = [server.start_agent(AGENT_TOKEN) for server in servers]
         hosts = {
             "edge": {
                 f"{region}-edge-1": {
@@ -117,8 +121,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                     "cdn_public_address": "127.0.0.1",
                     "geodns_state_dir": str(server.state_dir),
                     "geodns_config_dir": str(server.config_dir),
+                    "cdn_private_address": "127.0.0.1",
+                    "cdn_dns_admin_port": port,
                 }
-                for region, server in zip(REGIONS, servers, strict=True)
+                for region, server, port in zip(REGIONS, servers, agent_ports, strict=True)
             },
         }
         (inventory / "hosts.yml").write_text(
@@ -135,7 +141,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             checked = server.checkconf()
             assert checked.returncode == 0, checked.stderr
             server.start()
-        result = Lab(inventory, edges, servers, fleet)
+        result = Lab(inventory, edges, servers, fleet, agent_ports)
         for region, (address, _) in REGIONS.items():
             wait_for(lambda r=region, a=address: result.all_answer(r, a), BOUND)
         yield result
@@ -144,6 +150,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             server.stop()
         for edge in edges.values():
             edge.stop()
+
+
+@pytest.fixture(params=["agent", "ansible"])
+def hosts(request: pytest.FixtureRequest, lab: Lab, monkeypatch) -> dns.DnsHosts:
+    """The lab's DNS hosts, edited through their drain agents or through Ansible; the CLI
+    likewise ($CDNCTL_ADMIN_TOKEN set, or empty)."""
+    token = AGENT_TOKEN if request.param == "agent" else ""
+    monkeypatch.setenv(TOKEN_ENV, token)
+    return dns.DnsHosts(lab.inventory, token=token)
+
+
+def carried(result: drain.DrainResult, hosts: dns.DnsHosts) -> bool:
+    """Every host's edit went the way `hosts` asks for."""
+    return {host.via for host in result.hosts} == {"agent" if hosts.token else "ansible"}
 
 
 def test_every_dns_host_sends_each_region_to_its_edge(lab: Lab) -> None:
@@ -175,11 +195,12 @@ def test_a_stopped_edge_hands_its_clients_to_the_next_region(lab: Lab) -> None:
     print(f"recovery: eu clients back on the eu edge {seconds:.2f} s after it started")
 
 
-def test_region_drain_and_undrain_on_every_dns_host(lab: Lab) -> None:
+def test_region_drain_and_undrain_on_every_dns_host(lab: Lab, hosts: dns.DnsHosts) -> None:
     start = time.monotonic()
-    result = drain.set_drain(lab.hosts, "eu", drain=True)
+    result = drain.set_drain(hosts, "eu", drain=True)
     landed = time.monotonic()
     assert result.ok, result.hosts
+    assert carried(result, hosts), result.hosts
     assert result.after.regions == {"eu"}
     try:
         wait_for(lambda: lab.all_answer("eu", REGIONS["us"][0]), BOUND)
@@ -188,43 +209,43 @@ def test_region_drain_and_undrain_on_every_dns_host(lab: Lab) -> None:
             f"the command started ({time.monotonic() - landed:.2f} s after admin_state landed)"
         )
         with pytest.raises(drain.DrainRefused, match="no edge of the fleet"):
-            drain.set_drain(lab.hosts, "us", drain=True)
+            drain.set_drain(hosts, "us", drain=True)
         assert lab.answers("us") == [[REGIONS["us"][0]]] * 2
     finally:
         started = time.monotonic()
-        undone = drain.set_drain(lab.hosts, "eu", drain=False)
+        undone = drain.set_drain(hosts, "eu", drain=False)
     assert undone.ok and undone.after == drain.Drains()
     wait_for(lambda: lab.all_answer("eu", REGIONS["eu"][0]), BOUND)
     print(f"undrain eu: effective {time.monotonic() - started:.2f} s after the command started")
 
 
-def test_a_drain_is_in_the_answers_when_the_command_returns(lab: Lab) -> None:
+def test_a_drain_is_in_the_answers_when_the_command_returns(lab: Lab, hosts: dns.DnsHosts) -> None:
     """gdnsd as the geodns role runs it (geodns_immediate_states): each host's edit returns
     once its gdnsd answers from it, without sleeping for a state table swap."""
-    result = drain.set_drain(lab.hosts, "eu", drain=True)
+    result = drain.set_drain(hosts, "eu", drain=True)
     try:
         assert lab.answers("eu") == [[REGIONS["us"][0]]] * 2  # no wait_for: already in force
         assert all(h.in_force and h.waited < admin_state.SWAP_SECONDS for h in result.hosts)
     finally:
-        undone = drain.set_drain(lab.hosts, "eu", drain=False)
+        undone = drain.set_drain(hosts, "eu", drain=False)
     assert lab.answers("eu") == [[REGIONS["eu"][0]]] * 2, undone.hosts
 
 
-def test_draining_a_regions_last_edge_needs_force(lab: Lab) -> None:
+def test_draining_a_regions_last_edge_needs_force(lab: Lab, hosts: dns.DnsHosts) -> None:
     with pytest.raises(drain.DrainRefused, match="region eu would have no edge"):
-        drain.set_drain(lab.hosts, "eu-edge-1", drain=True)
-    assert drain.current_state(lab.hosts).drains == drain.Drains()
-    forced = drain.set_drain(lab.hosts, "eu-edge-1", drain=True, force=True)
+        drain.set_drain(hosts, "eu-edge-1", drain=True)
+    assert drain.current_state(hosts).drains == drain.Drains()
+    forced = drain.set_drain(hosts, "eu-edge-1", drain=True, force=True)
     try:
         assert forced.after.edges == {"eu-edge-1"}
         seconds = wait_for(lambda: lab.all_answer("eu", REGIONS["us"][0]), BOUND)
         print(f"\nforced drain of eu-edge-1: {seconds:.2f} s")
-        states = {r.host: json.loads(r.stdout) for r in lab.hosts.states()}
+        states = {r.host: json.loads(r.stdout) for r in hosts.states()}
         for host_states in states.values():
             assert host_states[f"{REGIONS['eu'][0]}/edge_health"]["state"].startswith("DOWN")
             assert host_states[f"{REGIONS['eu'][0]}/edge_health"]["real_state"].startswith("UP")
     finally:
-        drain.set_drain(lab.hosts, "eu-edge-1", drain=False)
+        drain.set_drain(hosts, "eu-edge-1", drain=False)
     wait_for(lambda: lab.all_answer("eu", REGIONS["eu"][0]), BOUND)
 
 
@@ -244,13 +265,13 @@ def test_a_broken_zone_never_replaces_a_working_one(lab: Lab) -> None:
 
 def test_acme_dns_01_payloads_are_served_by_every_dns_host(lab: Lab) -> None:
     payload = "x" * 43  # a base64url SHA-256, as ACME clients send
-    results = lab.hosts.acme_dns_01({"_acme-challenge.cdn.test": payload})
+    results = dns.DnsHosts(lab.inventory).acme_dns_01({"_acme-challenge.cdn.test": payload})
     assert all(r.ok for r in results), results
     for server in lab.servers:
         assert query(server.port, "_acme-challenge.cdn.test", rtype="TXT") == [f'"{payload}"']
 
 
-def test_the_sre_commands(lab: Lab) -> None:
+def test_the_sre_commands(lab: Lab, hosts: dns.DnsHosts) -> None:
     runner = CliRunner()
     inventory = ["--inventory", str(lab.inventory)]
     unknown = runner.invoke(app, ["drain", "mars", *inventory])
@@ -260,6 +281,8 @@ def test_the_sre_commands(lab: Lab) -> None:
         assert drained.exit_code == 0, drained.output
         assert "drained regions: us" in drained.output
         assert drained.output.count("in force after") == 2, drained.output
+        way = "drain agent" if hosts.token else "Ansible"
+        assert drained.output.count(f"({way})") == 2, drained.output
         refused = runner.invoke(app, ["drain", "eu-edge-1", *inventory])
         assert refused.exit_code == 1
         assert "refusing to drain edge eu-edge-1" in refused.output
@@ -275,14 +298,16 @@ def test_the_sre_commands(lab: Lab) -> None:
     wait_for(lambda: lab.all_answer("us", REGIONS["us"][0]), BOUND)
 
 
-def test_a_refusal_on_one_host_is_undone_where_another_accepted(lab: Lab) -> None:
+def test_a_refusal_on_one_host_is_undone_where_another_accepted(
+    lab: Lab, hosts: dns.DnsHosts
+) -> None:
     """eu-dns-1 missed nothing, us-dns-1 has region us drained (diverged): draining region
     eu leaves no edge on us-dns-1's view, so it is refused everywhere."""
     diverged = lab.servers[1].state_dir / "admin_state"
     diverged.write_text("geoip/edge/us => DOWN # cdnctl drain region us\n")
     try:
         with pytest.raises(drain.DrainRefused, match="no edge of the fleet would be left"):
-            drain.set_drain(lab.hosts, "eu", drain=True)
+            drain.set_drain(hosts, "eu", drain=True)
         assert not (lab.servers[0].state_dir / "admin_state").read_text().strip()
         assert "region us" in diverged.read_text()
     finally:
@@ -290,26 +315,26 @@ def test_a_refusal_on_one_host_is_undone_where_another_accepted(lab: Lab) -> Non
     wait_for(lambda: lab.all_answer("us", REGIONS["us"][0]), BOUND)
 
 
-def test_diverged_hosts_converge_on_the_union(lab: Lab) -> None:
+def test_diverged_hosts_converge_on_the_union(lab: Lab, hosts: dns.DnsHosts) -> None:
     first, second = (s.state_dir / "admin_state" for s in lab.servers)
     first.write_text("geoip/edge/us => DOWN # cdnctl drain region us\n")
     try:
-        result = drain.set_drain(lab.hosts, "eu-edge-1", drain=True, force=True)
+        result = drain.set_drain(hosts, "eu-edge-1", drain=True, force=True)
         assert result.ok and result.after == drain.Drains(
             frozenset({"eu-edge-1"}), frozenset({"us"})
         )
         assert first.read_text() == second.read_text()
         assert all(host.in_force for host in result.hosts), result.hosts
     finally:
-        undone = drain.set_drain(lab.hosts, "us", drain=False)
-        drain.set_drain(lab.hosts, "eu-edge-1", drain=False)
+        undone = drain.set_drain(hosts, "us", drain=False)
+        drain.set_drain(hosts, "eu-edge-1", drain=False)
     assert undone.after == drain.Drains(frozenset({"eu-edge-1"}))
     assert first.read_text() == second.read_text() == ""
     for region, (address, _) in REGIONS.items():
         wait_for(lambda r=region, a=address: lab.all_answer(r, a), BOUND)
 
 
-def test_a_file_gdnsd_refuses_fails_the_command(lab: Lab, monkeypatch) -> None:
+def test_a_file_gdnsd_refuses_fails_the_command(lab: Lab, hosts: dns.DnsHosts, monkeypatch) -> None:
     """A line gdnsd cannot parse voids the whole file (gdnsd keeps the states it had): the
     drain is written but never in force there, and the command says so."""
     monkeypatch.setattr(drain, "WAIT_SECONDS", 3.0)
@@ -324,4 +349,78 @@ def test_a_file_gdnsd_refuses_fails_the_command(lab: Lab, monkeypatch) -> None:
     finally:
         for server in lab.servers:
             (server.state_dir / "admin_state").write_text("")
+    wait_for(lambda: lab.all_answer("us", REGIONS["us"][0]), BOUND)
+
+
+def test_the_drain_agent_refuses_bad_calls_and_changes_nothing(lab: Lab) -> None:
+    url = f"http://127.0.0.1:{lab.agent_ports[0]}/admin-state"
+    state = lab.servers[0].state_dir / "admin_state"
+    before = state.read_text() if state.exists() else ""
+    edges = {name: [region, address] for name, (region, address) in admin_edges(lab).items()}
+    drain_us = {
+        "request": {
+            "target": "us",
+            "drain": True,
+            "resource": "edge",
+            "service_type": "edge_health",
+            "wait": 1,
+        },
+        "edges": edges,
+    }
+    auth = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+    wrong = httpx.post(url, json=drain_us, headers={"Authorization": "Bearer not-the-token-0000"})
+    assert wrong.status_code == 401 and "token" in wrong.json()["error"]
+    missing = httpx.post(url, json=drain_us)
+    assert missing.status_code == 401
+    unknown = {**drain_us, "request": {**drain_us["request"], "target": "mars"}}
+    refused = httpx.post(url, json=unknown, headers=auth)
+    assert refused.status_code == 400
+    assert "'mars' is neither an edge nor a region" in refused.json()["error"]
+    garbled = httpx.post(url, content=b"{not json", headers=auth)
+    assert garbled.status_code == 400 and "invalid request body" in garbled.json()["error"]
+    huge = httpx.post(url, content=b" " * (admin_state.MAX_REQUEST_BYTES + 1), headers=auth)
+    assert huge.status_code == 413
+    assert (
+        httpx.post(url.replace("admin-state", "other"), json=drain_us, headers=auth).status_code
+        == 404
+    )
+    assert (state.read_text() if state.exists() else "") == before
+    assert lab.all_answer("us", REGIONS["us"][0])
+    health = httpx.get(url.replace("admin-state", "health"))
+    assert health.status_code == 200 and health.json() == {"ok": True, "gdnsd": True}
+
+
+def admin_edges(lab: Lab) -> dict[str, tuple[str, str]]:
+    return {edge.name: (edge.region, edge.address) for edge in lab.fleet.edges}
+
+
+def test_a_dns_host_whose_agent_is_down_is_drained_through_ansible(lab: Lab) -> None:
+    hosts = dns.DnsHosts(lab.inventory, token=AGENT_TOKEN)
+    lab.servers[0].stop_agent()
+    try:
+        result = drain.set_drain(hosts, "eu", drain=True)
+        try:
+            assert result.ok, result.hosts
+            assert {h.host: h.via for h in result.hosts} == {
+                "eu-dns-1": "ansible",
+                "us-dns-1": "agent",
+            }
+            assert lab.answers("eu") == [[REGIONS["us"][0]]] * 2
+        finally:
+            undone = drain.set_drain(hosts, "eu", drain=False)
+        assert undone.ok and undone.after == drain.Drains()
+    finally:
+        lab.servers[0].start_agent(AGENT_TOKEN, lab.agent_ports[0])
+    wait_for(lambda: lab.all_answer("eu", REGIONS["eu"][0]), BOUND)
+
+
+def test_an_agent_with_another_token_is_bypassed(lab: Lab) -> None:
+    """A token rotated on the controller before the DNS hosts were converged again: the
+    agents refuse it (401) and the drain goes through Ansible."""
+    hosts = dns.DnsHosts(lab.inventory, token="a-newer-token-than-the-agents-have")
+    result = drain.set_drain(hosts, "us", drain=True)
+    try:
+        assert result.ok and {h.via for h in result.hosts} == {"ansible"}
+    finally:
+        drain.set_drain(hosts, "us", drain=False)
     wait_for(lambda: lab.all_answer("us", REGIONS["us"][0]), BOUND)

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import yaml
 
+from cdnctl.edge.runner import free_port
 from tests.conftest import ROOT, tenant_doc
 from tests.fleet.conftest import Gdnsd, query, wait_for
 
+AGENT_TOKEN = "role-test-agent-token-0123456789"
 PLAYBOOK = """
 - name: GeoDNS
   hosts: dns
@@ -41,6 +45,11 @@ def dns_host_vars(base: Path, server: Gdnsd, **extra: object) -> dict[str, objec
         "geodns_exporter_program": str(server.root / "exporter" / "gdnsd_exporter.py"),
         "geodns_systemd_unit_dir": str(server.root),
         "geodns_exporter_service_state": "stopped",
+        "geodns_admin_program": str(server.root / "agent" / "admin_state.py"),
+        "geodns_admin_token_file": str(server.root / "agent" / "token"),
+        "geodns_admin_token": AGENT_TOKEN,
+        "geodns_admin_port": free_port(),
+        "geodns_admin_service_state": "stopped",
         **extra,
     }
 
@@ -107,6 +116,7 @@ def test_configure_checks_installs_and_reloads(tmp_path: Path, make_gdnsd) -> No
 
     server.start()
     assert query(server.port, "shop.cdn.test", rtype="CNAME") == ["edge.cdn.test."]
+    agent_answers_with_its_unit(server)
     (tenants / "blog.yaml").write_text(yaml.safe_dump(tenant_doc("blog")))
     reloaded = converge(tmp_path, inventory, geodns_service_state="started")
     assert reloaded.returncode == 0, reloaded.stdout
@@ -147,3 +157,44 @@ def test_each_dns_host_gets_its_own_config(tmp_path: Path, make_gdnsd) -> None:
     # The exporter listens on the private address, on cdn_gdnsd_exporter_port's default.
     unit = (eu.root / "cdnctl-gdnsd-exporter.service").read_text()
     assert "--listen 127.0.0.21:9153" in unit
+    # So does the drain agent (its port: the test's), writing this host's admin_state.
+    agent = (eu.root / "cdnctl-dns-admin.service").read_text()
+    assert f"--listen 127.0.0.21:{defaults['geodns_admin_port']}" in agent
+    assert f"--state-file {eu.state_dir}/admin_state" in agent
+    assert f"ReadWritePaths={eu.state_dir}" in agent
+
+
+def agent_answers_with_its_unit(server: Gdnsd) -> None:
+    """The drain agent the role installed, started as its unit's ExecStart says (as gdnsd's
+    user, like systemd would), reads its token file and answers for this gdnsd."""
+    unit = (server.root / "cdnctl-dns-admin.service").read_text()
+    command = re.search(r"^ExecStart=(.*?[^\\])$", unit.replace("\\\n", " "), re.M).group(1)
+    argv = shlex.split(command)
+    assert argv[:3] == ["/usr/bin/python3", str(server.root / "agent" / "admin_state.py"), "serve"]
+    token = server.root / "agent" / "token"
+    assert token.read_text() == f"{AGENT_TOKEN}\n" and token.stat().st_mode & 0o777 == 0o640
+    as_gdnsd = ["setpriv", "--reuid=gdnsd", "--regid=gdnsd", "--init-groups"]
+    agent = subprocess.Popen([*(as_gdnsd if os.geteuid() == 0 else []), *argv])
+    url = f"http://{argv[argv.index('--listen') + 1]}"
+    try:
+        wait_for(lambda: _answers(f"{url}/health"), 10)
+        edges = {"eu-edge-1": ["eu", "127.0.0.11"]}
+        request = {"write": False, "resource": "edge", "service_type": "edge_health"}
+        report = httpx.post(
+            f"{url}/admin-state",
+            json={"request": request, "edges": edges},
+            headers={"Authorization": f"Bearer {AGENT_TOKEN}"},
+        )
+        assert report.status_code == 200, report.text
+        assert report.json()["before"] == {"edges": [], "regions": []}
+        assert report.json()["regions"] == {"eu": ["eu-edge-1"]}
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).json() == {"ok": True, "gdnsd": True}
+    except (httpx.HTTPError, ValueError):
+        return False

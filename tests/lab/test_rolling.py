@@ -40,9 +40,11 @@ def edges(fleet_lab: FleetLab) -> dict[str, str]:
 
 @pytest.fixture
 def drained_edge() -> Iterator[str]:
-    """eu-edge-2 drained in GeoDNS for the test, put back afterwards."""
-    hosts = DnsHosts(inventory_dir())
-    drain.set_drain(hosts, "eu-edge-2", drain=True)
+    """eu-edge-2 drained in GeoDNS for the test, put back afterwards; by the DNS hosts'
+    drain agents (the geodns role runs them on the lab too)."""
+    hosts = DnsHosts(inventory_dir(), token=token())
+    result = drain.set_drain(hosts, "eu-edge-2", drain=True)
+    assert {host.via for host in result.hosts} == {"agent"}, result.hosts
     try:
         yield "eu-edge-2"
     finally:

@@ -143,6 +143,7 @@ def test_only_edges_web_and_dns_are_open_to_the_world(production_run: FleetRun) 
         ("tcp", 9100, dict.fromkeys(ROLES, ADMIN_CIDRS | {"prometheus"})),
         ("tcp", 9145, {"shield": ADMIN_CIDRS | {"prometheus"}}),
         ("tcp", 9153, {"dns": ADMIN_CIDRS | {"prometheus"}}),
+        ("tcp", 9154, {"dns": ADMIN_CIDRS}),
         ("tcp", 80, {"edge": {"0.0.0.0/0"}, "shield": {"edge"}}),
         ("tcp", 443, {"edge": {"0.0.0.0/0"}, "shield": {"edge"}}),
         ("tcp", 9090, {"prometheus": ADMIN_CIDRS | {"grafana"}}),
@@ -188,7 +189,7 @@ def test_every_dns_host_health_checks_every_regions_edges(production_run: FleetR
 
 def test_no_other_inbound_ports(production_run: FleetRun) -> None:
     ports = {(protocol, port) for _, _, protocol, port, _ in _rules(production_run)}
-    assert ports == {("tcp", p) for p in (22, 80, 443, 53, 3000, 9090, 9100, 9145, 9153)} | {
+    assert ports == {("tcp", p) for p in (22, 80, 443, 53, 3000, 9090, 9100, 9145, 9153, 9154)} | {
         ("udp", 53)
     }
 

@@ -97,8 +97,11 @@ def report(measure: str, **values: object) -> None:
     print(json.dumps({"measure": measure, **values}, sort_keys=True))
 
 
+LAST_DRAIN: list[subprocess.CompletedProcess[str]] = []  # what the last cdnctl drain printed
+
+
 def cdnctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    result = subprocess.run(
         [str(REPO / ".venv" / "bin" / "cdnctl"), *args],
         capture_output=True,
         text=True,
@@ -106,6 +109,9 @@ def cdnctl(*args: str) -> subprocess.CompletedProcess[str]:
         cwd=REPO,
         timeout=120,
     )
+    if args[0] == "drain":
+        LAST_DRAIN.append(result)
+    return result
 
 
 def assert_service(host: testinfra.host.Host, unit: str) -> None:
@@ -122,6 +128,15 @@ def test_gdnsd_serves_on_every_dns_host(name: str) -> None:
     assert_service(host, "gdnsd")
     for socket in (f"udp://{DNS_HOSTS[name]}:53", f"tcp://{DNS_HOSTS[name]}:53"):
         assert host.socket(socket).is_listening, f"{socket} not listening on {name}"
+    # The drain agent cdnctl drain calls (geodns role), as gdnsd's user, private address.
+    assert_service(host, "cdnctl-dns-admin")
+    assert host.socket(f"tcp://{DNS_HOSTS[name]}:9154").is_listening
+    agents = [
+        line.split(None, 1)
+        for line in host.check_output("ps -o user=,args= -C python3").splitlines()
+        if "admin_state.py serve" in line
+    ]
+    assert [user for user, _ in agents] == ["gdnsd"], agents
 
 
 @pytest.mark.parametrize("region", sorted(CLIENTS))
@@ -169,6 +184,8 @@ def test_drain_and_undrain_a_region_take_effect_within_5_s() -> None:
     start, drain_command = timed(lambda: cdnctl("drain", "eu", "--inventory", str(INVENTORY)))
     try:
         drained = wait_until_served_by("eu", "us", start)
+        # Every DNS host took the edit from its drain agent (one HTTP call, not Ansible).
+        assert LAST_DRAIN[-1].stdout.count("(drain agent)") == len(DNS_HOSTS), LAST_DRAIN[-1]
         # The other region keeps its own edge.
         assert all(a == [EDGES["us"][1]] for a in region_view("us").values())
     finally:

@@ -60,14 +60,20 @@ def _set_drain(target: str, inventory: Path, *, drain_it: bool, force: bool) -> 
 
 
 def _host_status(host: drain.HostEdit) -> str:
+    way = "drain agent" if host.via == "agent" else "Ansible"
     if not host.ok:
-        return f"[red]failed[/]: {host.error}"
+        return f"[red]failed[/] ({way}): {host.error}"
     written = "admin_state [green]ok[/]" + ("" if host.changed else " (unchanged)")
     if host.in_force is None:
-        return f"{written}, [yellow]gdnsd not answering[/]: it applies the file when it starts"
+        return (
+            f"{written}, [yellow]gdnsd not answering[/]: it applies the file when it starts ({way})"
+        )
     if not host.in_force:
-        return f"{written}, [yellow]not in force after {host.waited:.1f} s[/] (cdnctl dns status)"
-    return f"{written}, in force after {host.waited:.2f} s"
+        return (
+            f"{written}, [yellow]not in force after {host.waited:.1f} s[/] (cdnctl dns status)"
+            f" ({way})"
+        )
+    return f"{written}, in force after {host.waited:.2f} s ({way})"
 
 
 def drain_command(

@@ -1,11 +1,17 @@
 """gdnsd's admin_state file as cdnctl edits it: the drains it holds, the safety rules, and the
-one-shot edit that runs ON each DNS host.
+edit that runs ON each DNS host.
 
-Python standard library only, and nothing imported from cdnctl: `cdnctl drain` sends this
-module's own source to every DNS host (Ansible `raw`, `python3 -c`) with a request, and it
-reads, checks, rewrites the file and waits until gdnsd serves the change, in one round trip
-per host, all hosts in parallel. The controller imports the same functions (drain.py), so
-the rules have one implementation.
+Python standard library only, and nothing imported from cdnctl. The edit reaches a DNS host
+one of two ways, with the same request and the same report:
+- the drain agent: the geodns role installs this file and runs `admin_state.py serve` (unit
+  cdnctl-dns-admin, as the gdnsd user) on the host's private address; `POST /admin-state`
+  with the admin token carries the request and the inventory's edges. One HTTP round trip,
+  about 10 ms plus gdnsd's own reaction (dns_agents.py is the controller's side);
+- Ansible: `cdnctl drain` sends this module's own source to every DNS host (`raw`,
+  `python3 -c`) with the request: about 0.9 s, for hosts without a reachable agent.
+Either way the host reads, checks, rewrites the file and waits until gdnsd serves the
+change, all hosts in parallel. The controller imports the same functions (drain.py), so the
+rules have one implementation.
 
 File format: cdnctl owns the lines it writes, tagged `# cdnctl drain <kind> <name>`
 (`<address>/<service_type> => DOWN # cdnctl drain edge eu-edge-1`,
@@ -23,14 +29,20 @@ own. Drains of keys without a line (an edge gone from the inventory) are dropped
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
+import hmac
 import json
 import os
+import socket
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MARK = "# cdnctl drain"
 POLL_SECONDS = 0.05
@@ -184,18 +196,19 @@ def apply(path: str, gdnsdctl: Sequence[str], request: Mapping, swap: float = SW
     """Edit the file at `path` under a lock, atomically, then wait until gdnsd serves it
     (`swap`: seconds from `gdnsdctl states` showing it to the answers using it)."""
     write = request.get("write", True)
-    with open(f"{path}.cdnctl.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two SREs draining at once: one edit after the other
+    # Read-only is enough for flock: the agent (gdnsd's user) and Ansible (root) share the
+    # lock file whoever created it. Two SREs draining at once: one edit after the other.
+    lock = os.open(f"{path}.cdnctl.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         text = ""
         with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as current:
             text = current.read()
         result = edit(text, request)
         if write and result.text != text:
-            tmp = f"{path}.cdnctl"
-            with open(tmp, "w", encoding="utf-8") as out:
-                out.write(result.text)
-            os.chmod(tmp, 0o644)  # gdnsd (its own user) reads it
-            os.replace(tmp, path)
+            _replace(path, result.text)
+    finally:
+        os.close(lock)
     report = {
         "before": result.before.as_json(),
         "after": result.after.as_json(),
@@ -214,6 +227,21 @@ def apply(path: str, gdnsdctl: Sequence[str], request: Mapping, swap: float = SW
             gdnsdctl, expected, float(request.get("wait", 10)), swap if report["changed"] else 0.0
         )
     return report
+
+
+def _replace(path: str, text: str) -> None:
+    """Write `path` by atomic rename from a file of its own (never a leftover of another
+    user's edit)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)  # gdnsd (its own user) reads it
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 Edges = Mapping[str, tuple[str, str]]  # edge name -> (region, address)
@@ -272,17 +300,159 @@ def with_topology(request: Mapping, edges: Edges) -> dict:
     return full
 
 
+@dataclass(frozen=True)
+class Host:
+    """Where this DNS host's gdnsd lives."""
+
+    path: str  # its admin_state file
+    config_dir: str
+    immediate: bool  # gdnsd runs without its admin_state timers (geodns_immediate_states)
+
+    def handle(self, request: Mapping, edges: Edges) -> dict:
+        """The report of one request against `edges` (the inventory's), or {"error": ...}
+        when the request is invalid (an unknown target: the same on every host)."""
+        try:
+            full = with_topology(request, edges)
+        except ValueError as exc:
+            return {"error": str(exc)}
+        except (KeyError, TypeError) as exc:
+            return {"error": f"invalid request: {exc!r}"}
+        swap = 0.0 if self.immediate else SWAP_SECONDS
+        report = apply(self.path, ["gdnsdctl", "-c", self.config_dir, "-o"], full, swap)
+        return report | {"key": full.get("key"), "regions": full["regions"]}
+
+
+MAX_REQUEST_BYTES = 1 << 20  # a request carries every edge: about 60 bytes each
+AGENT_PATH = "/admin-state"
+
+
+def agent_handler(host: Host, token: str) -> type[BaseHTTPRequestHandler]:
+    """The drain agent: `POST /admin-state` ({"request": ..., "edges": {name: [region,
+    address]}}, `Authorization: Bearer <token>`) answers the host's report (400 with
+    {"error"} for an invalid request); `GET /health` says whether gdnsd answers."""
+    expected = f"Bearer {token}".encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "cdnctl-dns-admin"
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            if self.path != "/health":
+                return self.reply(404, {"error": f"not found: GET {self.path[:100]}"})
+            gdnsd = resource_states(["gdnsdctl", "-c", host.config_dir, "-o"]) is not None
+            return self.reply(200, {"ok": True, "gdnsd": gdnsd})
+
+        def do_POST(self) -> None:
+            if self.path != AGENT_PATH:
+                return self.reply(404, {"error": f"not found: POST {self.path[:100]}"})
+            given = self.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return self.reply(401, {"error": "missing or wrong admin token (Bearer)"})
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                return self.reply(411, {"error": "Content-Length required"})
+            if not 0 < length <= MAX_REQUEST_BYTES:
+                return self.reply(413, {"error": f"a request is 1 to {MAX_REQUEST_BYTES} bytes"})
+            try:
+                body = json.loads(self.rfile.read(length))
+                request = body["request"]
+                edges = {str(n): (str(r), str(a)) for n, (r, a) in body["edges"].items()}
+                if not isinstance(request, dict):
+                    raise TypeError("request is not an object")
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                return self.reply(400, {"error": f"invalid request body: {exc}"})
+            report = host.handle(request, edges)
+            if "error" in report:
+                return self.reply(400, report)
+            if request.get("write", True):
+                self.log_message(
+                    "edit %s: drained %s, changed %s, in force %s after %.3f s",
+                    json.dumps(
+                        {
+                            k: request[k]
+                            for k in ("target", "drain", "add", "remove")
+                            if k in request
+                        }
+                    ),
+                    json.dumps(report["after"]),
+                    report["changed"],
+                    report["in_force"],
+                    report["waited"],
+                )
+            return self.reply(200, report)
+
+        def reply(self, status: int, body: dict) -> None:
+            data = json.dumps(body, sort_keys=True).encode()
+            self.send_response(status)
+            if status >= 400:  # the body may be unread: no next request on this connection
+                self.close_connection = True
+                self.send_header("Connection", "close")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            if code != 200:  # the edits log themselves; refusals and errors are logged here
+                super().log_request(code, size)
+
+    return Handler
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def serve(argv: Sequence[str]) -> int:
+    """`admin_state.py serve --listen ADDRESS:PORT --token-file F --state-file F
+    --config-dir D [--timers]`: the drain agent, until stopped."""
+    parser = argparse.ArgumentParser(prog="admin_state.py serve", description=serve.__doc__)
+    parser.add_argument("--listen", required=True, help="ADDRESS:PORT (the private address).")
+    parser.add_argument("--token-file", required=True, help="The admin token, one line.")
+    parser.add_argument("--state-file", required=True, help="gdnsd's admin_state file.")
+    parser.add_argument("--config-dir", required=True, help="gdnsd's config directory.")
+    parser.add_argument(
+        "--timers",
+        action="store_true",
+        help="gdnsd runs with its own admin_state timers (geodns_immediate_states false).",
+    )
+    args = parser.parse_args(argv)
+    address, _, port = args.listen.rpartition(":")
+    if not address or not port.isdigit():
+        parser.error(f"--listen {args.listen!r}: write ADDRESS:PORT, e.g. 10.0.0.5:9154")
+    with open(args.token_file, encoding="utf-8") as token_file:
+        token = token_file.read().strip()
+    if len(token) < 16:
+        parser.error(f"{args.token_file}: the admin token is shorter than 16 characters")
+    host = Host(args.state_file, args.config_dir, immediate=not args.timers)
+    bind = address.strip("[]")
+    server_class = _IPv6Server if ":" in bind else ThreadingHTTPServer
+    server = server_class((bind, int(port)), agent_handler(host, token))
+    print(
+        f"cdnctl-dns-admin: serving http://{args.listen}{AGENT_PATH}", file=sys.stderr, flush=True
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
 def main(argv: Sequence[str]) -> int:
-    """argv: REQUEST_JSON TOPOLOGY ADMIN_STATE_PATH GDNSD_CONFIG_DIR IMMEDIATE (`True` when
-    gdnsd runs with its timers off); prints the report (or {"error": ...}) as JSON."""
+    """argv: `serve ...` (the drain agent), or REQUEST_JSON TOPOLOGY ADMIN_STATE_PATH
+    GDNSD_CONFIG_DIR IMMEDIATE (`True` when gdnsd runs with its timers off): one edit, its
+    report (or {"error": ...}) printed as JSON."""
+    if argv and argv[0] == "serve":
+        return serve(argv[1:])
     request_json, topology, path, config_dir, immediate = argv
     try:
-        request = with_topology(json.loads(request_json), parse_topology(topology))
+        request, edges = json.loads(request_json), parse_topology(topology)
     except ValueError as exc:
         print(json.dumps({"error": str(exc)}))
         return 0
-    swap = 0.0 if immediate == "True" else SWAP_SECONDS
-    report = apply(path, ["gdnsdctl", "-c", config_dir, "-o"], request, swap)
-    report |= {"key": request.get("key"), "regions": request["regions"]}
+    report = Host(path, config_dir, immediate == "True").handle(request, edges)
     print(json.dumps(report, sort_keys=True))
     return 0
+
+
+if __name__ == "__main__" and sys.argv[0] != "-c":  # installed by the geodns role; not via -c
+    raise SystemExit(main(sys.argv[1:]))

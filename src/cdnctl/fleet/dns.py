@@ -44,8 +44,9 @@ from pydantic import (
     model_validator,
 )
 
-from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT
-from cdnctl.fleet.targets import ansible_tool, connection_plugins
+from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT, TOKEN_ENV
+from cdnctl.fleet import dns_agents
+from cdnctl.fleet.targets import ansible_tool, connection_plugins, group_hosts, inventory_json
 from cdnctl.paths import templates_dir
 from cdnctl.tenants.domains import normalise_domain
 from cdnctl.tenants.validate import FileResult
@@ -592,6 +593,7 @@ class HostResult:
     stdout: str
     error: str = ""
     unreachable: bool = False  # Ansible could not reach the host (nothing ran there)
+    via: str = "ansible"  # or "agent": the host's drain agent (dns_agents.py)
 
 
 FORKS = 64  # Ansible starts min(forks, hosts) workers: every DNS host at once
@@ -603,12 +605,38 @@ class DnsHosts:
     tests' local hosts. `raw` commands: no Python module round trip, about 0.6-1 s per call
     for all hosts in parallel (`FORKS`: one Ansible worker per host). Each host's
     `geodns_state_dir`/`geodns_config_dir` (the geodns role's variables) say where its gdnsd
-    lives.
+    lives. Drains take the hosts' drain agents instead where they answer (`agents()`,
+    drain.py): one HTTP call per host.
     """
 
-    def __init__(self, inventory: Path, pattern: str = "dns") -> None:
+    def __init__(self, inventory: Path, pattern: str = "dns", token: str | None = None) -> None:
         self.inventory = inventory
         self.pattern = pattern
+        # The admin token the drain agents check ($CDNCTL_ADMIN_TOKEN by default); "" : none,
+        # every edit goes through Ansible.
+        self.token = os.environ.get(TOKEN_ENV, "").strip() if token is None else token
+
+    @functools.cached_property
+    def listing(self) -> dict[str, Any]:
+        """The inventory's `ansible-inventory --list` (read once: about 0.5 s)."""
+        return inventory_json(self.inventory)
+
+    def names(self) -> list[str] | None:
+        """The hosts the pattern selects: group dns's, or the names `only()` lists; None for
+        a pattern only Ansible can evaluate."""
+        if self.pattern == "dns":
+            return group_hosts(self.listing, "dns")
+        names = self.pattern.split(":")
+        known = self.listing.get("_meta", {}).get("hostvars", {})
+        return names if all(name in known for name in names) else None
+
+    def agents(self) -> tuple[list[dns_agents.Agent], dict[str, tuple[str, str]]] | None:
+        """The drain agents of these hosts and the inventory's edges (dns_agents.find), or
+        None: edit through Ansible."""
+        if not self.token:
+            return None
+        names = self.names()
+        return None if names is None else dns_agents.find(self.listing, names, self.token)
 
     def run(self, command: str) -> list[HostResult]:
         proc = subprocess.run(
@@ -655,7 +683,10 @@ class DnsHosts:
 
     def only(self, hosts: Iterable[str]) -> DnsHosts:
         """The same inventory, only `hosts`."""
-        return DnsHosts(self.inventory, ":".join(sorted(hosts)))
+        selected = DnsHosts(self.inventory, ":".join(sorted(hosts)), self.token)
+        if "listing" in self.__dict__:  # read already: not again
+            selected.listing = self.listing
+        return selected
 
     def states(self) -> list[HostResult]:
         """`gdnsdctl states` of every DNS host (JSON in stdout)."""

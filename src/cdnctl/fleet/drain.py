@@ -4,8 +4,9 @@ A drained edge is forced DOWN (`<address>/edge_health => DOWN`): its region's ot
 keep answering. A drained region is forced DOWN at the datacenter level (`geoip/edge/<region>
 => DOWN`): its clients get the next region of their failover list.
 
-One round trip: every DNS host runs `admin_state.py` (sent with the command, standard library
-only; the inventory's edges rendered into the command by Ansible) in parallel, which reads its
+One round trip: every DNS host runs `admin_state.py` in parallel: its drain agent (one HTTP
+call, dns_agents.py) or, where no agent answers, the same code sent with an Ansible command
+(standard library only; the inventory's edges rendered into the command by Ansible). It reads its
 file, checks the safety rules, rewrites it atomically and waits until its gdnsd answers from
 the change (at once with the geodns role's `geodns_immediate_states`, else about two
 seconds after the file changed: gdnsd's own timers). The
@@ -29,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdnctl.fleet import admin_state
+from cdnctl.fleet import admin_state, dns_agents
 from cdnctl.fleet.admin_state import AdminState, Drains, change
 from cdnctl.fleet.dns import (
     ADMIN_STATE,
@@ -44,6 +45,7 @@ from cdnctl.fleet.dns import (
 __all__ = ["AdminState", "Drains", "change"]
 
 WAIT_SECONDS = 10.0  # how long each host waits for its gdnsd to serve the change
+AGENT_GRACE_SECONDS = 5.0  # an agent's answer may take its wait plus this
 # Whether the host's gdnsd runs without its admin_state timers (the geodns role's default).
 IMMEDIATE = "{{ geodns_immediate_states | default(true) | bool }}"
 # The inventory's edges, `name=region=address,` each (admin_state.parse_topology), rendered
@@ -82,6 +84,7 @@ class HostEdit:
     key: str = ""  # the drain key the host resolved the target to
     regions: dict[str, list[str]] = field(default_factory=dict)  # the safety rules' view
     invalid: bool = False  # the request itself was refused (error says why)
+    via: str = "ansible"  # or "agent": what carried the edit (dns_agents.py)
 
 
 @dataclass
@@ -116,25 +119,48 @@ def edit_hosts(hosts: DnsHosts, request: dict) -> list[HostEdit]:
     """Apply `request` on `hosts` in parallel; a request a host finds invalid (an unknown
     target: the same on every host) is an error."""
     full = {"resource": RESOURCE, "service_type": SERVICE_TYPE, "wait": WAIT_SECONDS, **request}
-    edits = [_host_edit(result) for result in hosts.run(host_command(full))]
+    edits = [_host_edit(result) for result in _edit_results(hosts, full)]
     invalid = next((e.error for e in edits if e.invalid), None)
     if invalid:
         raise DnsError(invalid)
     return edits
 
 
+def _edit_results(hosts: DnsHosts, request: dict) -> list[HostResult]:
+    """Each host's outcome of `request`: through its drain agent where one answers, else
+    through Ansible (dns_agents.py says when)."""
+    found = hosts.agents()
+    if found is None:
+        return hosts.run(host_command(request))
+    agents, edges = found
+    timeout = float(request["wait"]) + AGENT_GRACE_SECONDS
+    answers = dns_agents.post(agents, edges, hosts.token, request, timeout)
+    results = [
+        HostResult(a.host, a.ok, json.dumps(a.report) if a.ok else "", a.error, via="agent")
+        for a in answers
+        if not a.fallback
+    ]
+    rest = [a.host for a in answers if a.fallback]
+    if rest:
+        results += hosts.only(rest).run(host_command(request))
+    return sorted(results, key=lambda result: result.host)
+
+
 def _host_edit(result: HostResult) -> HostEdit:
     if not result.ok:
-        return HostEdit(result.host, False, result.error)
+        return HostEdit(result.host, False, result.error, via=result.via)
     try:
         report = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return HostEdit(result.host, False, f"unexpected output: {result.stdout.strip()[:300]}")
+        return HostEdit(
+            result.host, False, f"unexpected output: {result.stdout.strip()[:300]}", via=result.via
+        )
     if "error" in report:
-        return HostEdit(result.host, False, report["error"], invalid=True)
+        return HostEdit(result.host, False, report["error"], invalid=True, via=result.via)
     return HostEdit(
         result.host,
         True,
+        via=result.via,
         key=report["key"] or "",
         regions=report["regions"],
         before=Drains.from_keys(_keys(report["before"])),

@@ -49,6 +49,20 @@ def inventory_json(inventory: Path) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
+def group_hosts(listing: Mapping[str, Any], group: str) -> list[str]:
+    """The hosts of `group` and of its child groups in an `ansible-inventory --list`
+    document (Ansible's `groups[group]`), sorted."""
+    found: set[str] = set()
+    pending, seen = [group], set()
+    while pending:
+        name = pending.pop()
+        if name not in seen:
+            seen.add(name)
+            found.update(listing.get(name, {}).get("hosts", []))
+            pending.extend(listing.get(name, {}).get("children", []))
+    return sorted(found)
+
+
 def edges_from_inventory(inventory: Path, groups: Sequence[str] = EDGE_GROUPS) -> list[Edge]:
     """Edges and shields of an Ansible inventory (any format ansible-inventory reads)."""
     data = inventory_json(inventory)
