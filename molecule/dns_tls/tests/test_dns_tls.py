@@ -131,12 +131,11 @@ def test_gdnsd_serves_on_every_dns_host(name: str) -> None:
     # The drain agent cdnctl drain calls (geodns role), as gdnsd's user, private address.
     assert_service(host, "cdnctl-dns-admin")
     assert host.socket(f"tcp://{DNS_HOSTS[name]}:9154").is_listening
-    agents = [
-        line.split(None, 1)
-        for line in host.check_output("ps -o user=,args= -C python3").splitlines()
-        if "admin_state.py serve" in line
-    ]
-    assert [user for user, _ in agents] == ["gdnsd"], agents
+    # The unit's main process (no procps in the image: /proc and stat).
+    pid = host.check_output("systemctl show -p MainPID --value cdnctl-dns-admin")
+    args = host.check_output(f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+    assert "admin_state.py serve" in args, args
+    assert host.check_output(f"stat -c %U /proc/{pid}") == "gdnsd", args
 
 
 @pytest.mark.parametrize("region", sorted(CLIENTS))
