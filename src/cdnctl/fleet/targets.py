@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT, Edge
+from cdnctl.fleet.inventory_cache import cached_listing
 from cdnctl.paths import project_root
 
 EDGE_GROUPS = ("edge", "shield")
@@ -37,16 +38,19 @@ def host_url(host: str, hostvars: Mapping[str, Any], port: object) -> str:
 
 
 def inventory_json(inventory: Path) -> dict[str, Any]:
-    """`ansible-inventory --list` of an inventory (any format ansible-inventory reads)."""
-    proc = subprocess.run(
-        [ansible_tool("ansible-inventory"), "-i", str(inventory), "--list"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise ValueError(f"ansible-inventory failed for {inventory}: {proc.stderr.strip()}")
-    return json.loads(proc.stdout)
+    """`ansible-inventory --list` of an inventory (any format ansible-inventory reads); a
+    static inventory's is kept until one of its files changes (inventory_cache.py)."""
+    tool = ansible_tool("ansible-inventory")
+
+    def list_inventory() -> dict[str, Any]:
+        proc = subprocess.run(
+            [tool, "-i", str(inventory), "--list"], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise ValueError(f"ansible-inventory failed for {inventory}: {proc.stderr.strip()}")
+        return json.loads(proc.stdout)
+
+    return cached_listing(inventory, tool, list_inventory)
 
 
 def group_hosts(listing: Mapping[str, Any], group: str) -> list[str]:
