@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 import typer
 import yaml
@@ -62,11 +63,12 @@ def cdnctl_calls(path: str) -> list[list[str]]:
 
 
 def unknown_flags(call: list[str]) -> list[str]:
-    # typer vendors its own click: walk the command tree by its `commands` mappings
+    # typer vendors its own click: walk the command tree with click's get_command (the
+    # top level loads its commands lazily, so its `commands` mapping is empty)
     command = typer.main.get_command(app)
     words = list(call)
-    while getattr(command, "commands", None) is not None and words and words[0][0] != "-":
-        sub = command.commands.get(words.pop(0))
+    while hasattr(command, "get_command") and words and words[0][0] != "-":
+        sub = command.get_command(click.Context(command), words.pop(0))
         if sub is None:
             return [f"no command {' '.join(call)!r}"]
         command = sub

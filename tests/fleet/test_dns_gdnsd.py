@@ -28,7 +28,7 @@ from cdnctl.cli.app import app
 from cdnctl.edge.admin_client import TOKEN_ENV
 from cdnctl.edge.nginx_conf import NodeSettings
 from cdnctl.edge.runner import EdgeNode, free_port
-from cdnctl.fleet import admin_state, dns, drain
+from cdnctl.fleet import admin_state, dns, dns_hosts, drain
 from cdnctl.fleet.targets import inventory_json
 from tests.fleet.conftest import Gdnsd, query, wait_for
 
@@ -153,15 +153,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 @pytest.fixture(params=["agent", "ansible"])
-def hosts(request: pytest.FixtureRequest, lab: Lab, monkeypatch) -> dns.DnsHosts:
+def hosts(request: pytest.FixtureRequest, lab: Lab, monkeypatch) -> dns_hosts.DnsHosts:
     """The lab's DNS hosts, edited through their drain agents or through Ansible; the CLI
     likewise ($CDNCTL_ADMIN_TOKEN set, or empty)."""
     token = AGENT_TOKEN if request.param == "agent" else ""
     monkeypatch.setenv(TOKEN_ENV, token)
-    return dns.DnsHosts(lab.inventory, token=token)
+    return dns_hosts.DnsHosts(lab.inventory, token=token)
 
 
-def carried(result: drain.DrainResult, hosts: dns.DnsHosts) -> bool:
+def carried(result: drain.DrainResult, hosts: dns_hosts.DnsHosts) -> bool:
     """Every host's edit went the way `hosts` asks for."""
     return {host.via for host in result.hosts} == {"agent" if hosts.token else "ansible"}
 
@@ -195,7 +195,7 @@ def test_a_stopped_edge_hands_its_clients_to_the_next_region(lab: Lab) -> None:
     print(f"recovery: eu clients back on the eu edge {seconds:.2f} s after it started")
 
 
-def test_region_drain_and_undrain_on_every_dns_host(lab: Lab, hosts: dns.DnsHosts) -> None:
+def test_region_drain_and_undrain_on_every_dns_host(lab: Lab, hosts: dns_hosts.DnsHosts) -> None:
     start = time.monotonic()
     result = drain.set_drain(hosts, "eu", drain=True)
     landed = time.monotonic()
@@ -219,7 +219,9 @@ def test_region_drain_and_undrain_on_every_dns_host(lab: Lab, hosts: dns.DnsHost
     print(f"undrain eu: effective {time.monotonic() - started:.2f} s after the command started")
 
 
-def test_a_drain_is_in_the_answers_when_the_command_returns(lab: Lab, hosts: dns.DnsHosts) -> None:
+def test_a_drain_is_in_the_answers_when_the_command_returns(
+    lab: Lab, hosts: dns_hosts.DnsHosts
+) -> None:
     """gdnsd as the geodns role runs it (geodns_immediate_states): each host's edit returns
     once its gdnsd answers from it, without sleeping for a state table swap."""
     result = drain.set_drain(hosts, "eu", drain=True)
@@ -231,7 +233,7 @@ def test_a_drain_is_in_the_answers_when_the_command_returns(lab: Lab, hosts: dns
     assert lab.answers("eu") == [[REGIONS["eu"][0]]] * 2, undone.hosts
 
 
-def test_draining_a_regions_last_edge_needs_force(lab: Lab, hosts: dns.DnsHosts) -> None:
+def test_draining_a_regions_last_edge_needs_force(lab: Lab, hosts: dns_hosts.DnsHosts) -> None:
     with pytest.raises(drain.DrainRefused, match="region eu would have no edge"):
         drain.set_drain(hosts, "eu-edge-1", drain=True)
     assert drain.current_state(hosts).drains == drain.Drains()
@@ -265,13 +267,13 @@ def test_a_broken_zone_never_replaces_a_working_one(lab: Lab) -> None:
 
 def test_acme_dns_01_payloads_are_served_by_every_dns_host(lab: Lab) -> None:
     payload = "x" * 43  # a base64url SHA-256, as ACME clients send
-    results = dns.DnsHosts(lab.inventory).acme_dns_01({"_acme-challenge.cdn.test": payload})
+    results = dns_hosts.DnsHosts(lab.inventory).acme_dns_01({"_acme-challenge.cdn.test": payload})
     assert all(r.ok for r in results), results
     for server in lab.servers:
         assert query(server.port, "_acme-challenge.cdn.test", rtype="TXT") == [f'"{payload}"']
 
 
-def test_the_sre_commands(lab: Lab, hosts: dns.DnsHosts) -> None:
+def test_the_sre_commands(lab: Lab, hosts: dns_hosts.DnsHosts) -> None:
     runner = CliRunner()
     inventory = ["--inventory", str(lab.inventory)]
     unknown = runner.invoke(app, ["drain", "mars", *inventory])
@@ -299,7 +301,7 @@ def test_the_sre_commands(lab: Lab, hosts: dns.DnsHosts) -> None:
 
 
 def test_a_refusal_on_one_host_is_undone_where_another_accepted(
-    lab: Lab, hosts: dns.DnsHosts
+    lab: Lab, hosts: dns_hosts.DnsHosts
 ) -> None:
     """eu-dns-1 missed nothing, us-dns-1 has region us drained (diverged): draining region
     eu leaves no edge on us-dns-1's view, so it is refused everywhere."""
@@ -315,7 +317,7 @@ def test_a_refusal_on_one_host_is_undone_where_another_accepted(
     wait_for(lambda: lab.all_answer("us", REGIONS["us"][0]), BOUND)
 
 
-def test_diverged_hosts_converge_on_the_union(lab: Lab, hosts: dns.DnsHosts) -> None:
+def test_diverged_hosts_converge_on_the_union(lab: Lab, hosts: dns_hosts.DnsHosts) -> None:
     first, second = (s.state_dir / "admin_state" for s in lab.servers)
     first.write_text("geoip/edge/us => DOWN # cdnctl drain region us\n")
     try:
@@ -334,7 +336,9 @@ def test_diverged_hosts_converge_on_the_union(lab: Lab, hosts: dns.DnsHosts) -> 
         wait_for(lambda r=region, a=address: lab.all_answer(r, a), BOUND)
 
 
-def test_a_file_gdnsd_refuses_fails_the_command(lab: Lab, hosts: dns.DnsHosts, monkeypatch) -> None:
+def test_a_file_gdnsd_refuses_fails_the_command(
+    lab: Lab, hosts: dns_hosts.DnsHosts, monkeypatch
+) -> None:
     """A line gdnsd cannot parse voids the whole file (gdnsd keeps the states it had): the
     drain is written but never in force there, and the command says so."""
     monkeypatch.setattr(drain, "WAIT_SECONDS", 3.0)
@@ -395,7 +399,7 @@ def admin_edges(lab: Lab) -> dict[str, tuple[str, str]]:
 
 
 def test_a_dns_host_whose_agent_is_down_is_drained_through_ansible(lab: Lab) -> None:
-    hosts = dns.DnsHosts(lab.inventory, token=AGENT_TOKEN)
+    hosts = dns_hosts.DnsHosts(lab.inventory, token=AGENT_TOKEN)
     lab.servers[0].stop_agent()
     try:
         result = drain.set_drain(hosts, "eu", drain=True)
@@ -417,7 +421,7 @@ def test_a_dns_host_whose_agent_is_down_is_drained_through_ansible(lab: Lab) -> 
 def test_an_agent_with_another_token_is_bypassed(lab: Lab) -> None:
     """A token rotated on the controller before the DNS hosts were converged again: the
     agents refuse it (401) and the drain goes through Ansible."""
-    hosts = dns.DnsHosts(lab.inventory, token="a-newer-token-than-the-agents-have")
+    hosts = dns_hosts.DnsHosts(lab.inventory, token="a-newer-token-than-the-agents-have")
     result = drain.set_drain(hosts, "us", drain=True)
     try:
         assert result.ok and {h.via for h in result.hosts} == {"ansible"}

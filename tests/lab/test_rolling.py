@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from cdnctl.fleet import drain, rolling
-from cdnctl.fleet.dns import DnsHosts
+from cdnctl.fleet.dns_hosts import DnsHosts
 from cdnctl.lab.fleet import inventory_dir, lab_environment
 from cdnctl.lab.load import LoadReport, run_load
 from tests.lab.conftest import FleetLab, podman

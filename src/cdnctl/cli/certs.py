@@ -16,7 +16,6 @@ from cdnctl.cli.common import (
     DEFAULT_CACHE_DIR,
     Format,
     FormatOpt,
-    err,
     out,
     policy_or_exit,
     print_problems,
@@ -29,6 +28,7 @@ from cdnctl.cli.edge import (
     read_token_or_exit,
     vault_secret,
 )
+from cdnctl.cli.output import fail
 from cdnctl.edge.admin_client import edges_from_urls
 from cdnctl.fleet import certificates
 from cdnctl.fleet.dns import DnsError
@@ -48,11 +48,6 @@ InventoryArg = Annotated[
     ),
 ]
 TenantsOpt = Annotated[Path, typer.Option("--tenants", help="Tenant directory.")]
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def _wanted(tenants: Path, inventory: Path) -> list[certificates.Wanted]:
@@ -75,7 +70,7 @@ def _platform(
     try:
         wanted, publish = certificates.platform_from_inventory(inventory)
     except DnsError as exc:
-        raise _fail(f"cdn_acme.platform_wildcard needs the GeoDNS settings: {exc}") from None
+        raise fail(f"cdn_acme.platform_wildcard needs the GeoDNS settings: {exc}") from None
     return [wanted], publish
 
 
@@ -83,7 +78,7 @@ def _settings(inventory: Path) -> certificates.AcmeSettings:
     try:
         return certificates.load_settings(inventory)
     except certificates.CertificateError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _when(epoch: float | None) -> str:
@@ -107,7 +102,7 @@ def _converge(
     try:
         targets = edges_from_urls(edge) if edge else edges_from_inventory(inventory, ("edge",))
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     report = certificates.converge(
         wanted,
         settings,
@@ -241,3 +236,7 @@ def status(
             r.failures.last_error or "-",
         )
     out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(certs_app, name="certs")

@@ -1,31 +1,21 @@
-"""What every cdnctl command shares: consoles, exit codes, output format, policy, problems."""
+"""What the tenant commands share: the compile with its progress bar, policy, problems (and
+the output names of output.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from cdnctl.bundle.compile import DEFAULT_CACHE_DIR, CompileResult, compile_paths, tenant_files
+from cdnctl.cli.output import EXIT_INVALID, EXIT_USAGE, Format, FormatOpt, err, out
 from cdnctl.tenants.policy import Policy, PolicyError, load_policy
 from cdnctl.tenants.problems import Problem
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-EXIT_INVALID = 1
-EXIT_USAGE = 2
 PROGRESS_FROM = 5000  # show a progress bar from this many tenant files on
-
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
 
 
 PathsArg = Annotated[
@@ -39,7 +29,6 @@ InventoryOpt = Annotated[
         help="Inventory directory whose group_vars/all/cdn.yml sets the platform policy.",
     ),
 ]
-FormatOpt = Annotated[Format, typer.Option("--format", help="text for people, json for CI.")]
 CacheOpt = Annotated[
     Path, typer.Option("--cache-dir", help="Incremental compile cache (safe to delete).")
 ]
@@ -83,4 +72,6 @@ def print_problems(problems: list[Problem], fmt: Format) -> None:
     err.print(f"[red]{len(problems)} problem(s)[/] — nothing was compiled or applied.")
 
 
-__all__ = ["DEFAULT_CACHE_DIR"]
+# What the command modules take from here (the output ones live in output.py: commands
+# that need no compiler import that alone).
+__all__ = ["DEFAULT_CACHE_DIR", "EXIT_INVALID", "EXIT_USAGE", "Format", "FormatOpt", "err", "out"]

@@ -1,4 +1,4 @@
-"""GeoDNS commands: drain/undrain, dns status, dns records, dns render (thin)."""
+"""GeoDNS commands: dns status, dns records, dns render (thin; drain/undrain: drain.py)."""
 
 from __future__ import annotations
 
@@ -10,97 +10,25 @@ import typer
 from rich.table import Table
 
 from cdnctl.bundle.compile import DEFAULT_CACHE_DIR, check_tenants
-from cdnctl.cli.common import EXIT_INVALID, EXIT_USAGE, Format, FormatOpt, err, out
-from cdnctl.fleet import dns, drain
+from cdnctl.cli.drain import InventoryOpt
+from cdnctl.cli.output import EXIT_INVALID, Format, FormatOpt, err, fail, out
+from cdnctl.fleet import dns, dns_hosts
 from cdnctl.fleet.targets import inventory_json
 from cdnctl.tenants.policy import PolicyError, load_policy
 from cdnctl.tenants.validate import TENANT_SUFFIX, check_file
 
 dns_app = typer.Typer(no_args_is_help=True, help="GeoDNS: zones, health states, records.")
 
-InventoryOpt = Annotated[
-    Path,
-    typer.Option(
-        "--inventory",
-        envvar="CDNCTL_INVENTORY",
-        help="Inventory directory: its edge and dns hosts, and group_vars/all/dns.yml.",
-    ),
-]
-TargetArg = Annotated[str, typer.Argument(metavar="EDGE|REGION", help="Edge or region name.")]
 TenantsOpt = Annotated[Path, typer.Option("--tenants", help="Tenant directory.")]
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _set_drain(target: str, inventory: Path, *, drain_it: bool, force: bool) -> None:
-    try:
-        result = drain.set_drain(dns.DnsHosts(inventory), target, drain=drain_it, force=force)
-    except drain.DrainRefused as exc:
-        raise _fail(str(exc), EXIT_INVALID) from None
-    except dns.DnsError as exc:
-        raise _fail(str(exc)) from None
-    for host in result.hosts:
-        out.print(f"{host.host}: {_host_status(host)}", highlight=False)
-    regions = ", ".join(sorted(result.after.regions)) or "none"
-    edges = ", ".join(sorted(result.after.edges)) or "none"
-    out.print(f"drained regions: {regions}; drained edges: {edges}", highlight=False)
-    if not result.ok:
-        raise _fail("admin_state was not written on every DNS host: run again", EXIT_INVALID)
-    late = [host.host for host in result.hosts if host.in_force is False]
-    if late:
-        raise _fail(
-            f"gdnsd on {', '.join(late)} did not apply admin_state within "
-            f"{drain.WAIT_SECONDS:.0f} s: look at its journal (a line it refuses voids the "
-            "whole file) and `cdnctl dns status`",
-            EXIT_INVALID,
-        )
-
-
-def _host_status(host: drain.HostEdit) -> str:
-    way = "drain agent" if host.via == "agent" else "Ansible"
-    if not host.ok:
-        return f"[red]failed[/] ({way}): {host.error}"
-    written = "admin_state [green]ok[/]" + ("" if host.changed else " (unchanged)")
-    if host.in_force is None:
-        return (
-            f"{written}, [yellow]gdnsd not answering[/]: it applies the file when it starts ({way})"
-        )
-    if not host.in_force:
-        return (
-            f"{written}, [yellow]not in force after {host.waited:.1f} s[/] (cdnctl dns status)"
-            f" ({way})"
-        )
-    return f"{written}, in force after {host.waited:.2f} s ({way})"
-
-
-def drain_command(
-    target: TargetArg,
-    inventory: InventoryOpt,
-    force: Annotated[
-        bool, typer.Option("--force", help="Even if a region or the fleet is left with no edge.")
-    ] = False,
-) -> None:
-    """Take an edge or a whole region out of DNS on every DNS host; returns once every DNS
-    host answers without it (at once with the geodns role's defaults; about 2 s later when
-    gdnsd runs with its own timers)."""
-    _set_drain(target, inventory, drain_it=True, force=force)
-
-
-def undrain_command(target: TargetArg, inventory: InventoryOpt) -> None:
-    """Put a drained edge or region back into DNS on every DNS host."""
-    _set_drain(target, inventory, drain_it=False, force=False)
 
 
 @dns_app.command("status")
 def status(inventory: InventoryOpt, fmt: FormatOpt = Format.text) -> None:
     """Each DNS host's view: gdnsd's state (and monitored real state) of every edge/region."""
     try:
-        results = dns.DnsHosts(inventory).states()
+        results = dns_hosts.DnsHosts(inventory).states()
     except dns.DnsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     views = {r.host: json.loads(r.stdout) for r in results if r.ok}
     if fmt is Format.json:
         out.print_json(data=views)
@@ -134,10 +62,10 @@ def records(
         settings = dns.load_settings(inventory, dns.platform_vars(inventory_json(inventory)))
         policy = load_policy(inventory)
     except (ValueError, PolicyError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     path = tenants / f"{tenant}{TENANT_SUFFIX}"
     if not path.is_file():
-        raise _fail(f"{path}: no such tenant file (tenant ids are file names in {tenants}/)")
+        raise fail(f"{path}: no such tenant file (tenant ids are file names in {tenants}/)")
     result = check_file(str(path), path.read_bytes(), policy)
     if result.problems:
         for problem in result.problems:
@@ -187,7 +115,7 @@ def render(
         if not checked.ok:
             for problem in checked.problems:
                 err.print(problem.render(), markup=False, highlight=False)
-            raise _fail(f"{len(checked.problems)} problem(s) in tenants: nothing written")
+            raise fail(f"{len(checked.problems)} problem(s) in tenants: nothing written")
         names = dns.tenant_names(checked.results)
         config, configs = None, {}
         if servers is not None:
@@ -204,7 +132,7 @@ def render(
             config = dns.render_config(settings, fleet, server)
         zones = dns.render_zones(settings, fleet, names)
     except (ValueError, PolicyError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     dns.write_tree(out_dir, config, zones, configs)
     summary = {
         "zones": len(zones),
@@ -220,6 +148,4 @@ def render(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("drain")(drain_command)
-    app.command("undrain")(undrain_command)
     app.add_typer(dns_app, name="dns")

@@ -17,6 +17,7 @@ from cdnctl.bundle.format import bundle_json
 from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.bundle.rollout import load_plan, smoke_target, write_deltas, write_resolved
 from cdnctl.bundle.secrets import VAULT_PASSWORD_ENV, SecretResolutionError, resolve_secrets
+from cdnctl.cli.output import fail
 from cdnctl.edge.admin_client import (
     AdminClient,
     Edge,
@@ -59,11 +60,6 @@ VaultPasswordOpt = Annotated[
 ]
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
 def resolve_targets(edge_urls: list[str] | None, inventory: Path | None) -> list[Edge]:
     try:
         if edge_urls:
@@ -71,15 +67,15 @@ def resolve_targets(edge_urls: list[str] | None, inventory: Path | None) -> list
         if inventory is not None:
             return edges_from_inventory(inventory)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
-    raise _fail("name the edges: --edge URL (repeatable) or --inventory DIR")
+        raise fail(str(exc)) from None
+    raise fail("name the edges: --edge URL (repeatable) or --inventory DIR")
 
 
 def read_token_or_exit(token_file: Path | None) -> str:
     try:
         return read_token(token_file)
     except TokenError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def source_commit(tenants: Path) -> str | None:
@@ -110,12 +106,12 @@ def pusher_for(tenants: Path, inventory: Path | None, vault_password_file: Path 
     try:
         policy = load_policy(inventory)
     except PolicyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     result = compile_paths([tenants], policy, cache_dir=DEFAULT_CACHE_DIR)
     if not result.ok or result.bundle is None or result.version is None:
         for problem in result.problems:
             err.print(problem.render(), markup=False, highlight=False)
-        raise _fail(f"{len(result.problems)} problem(s) — nothing was applied", EXIT_FAILED)
+        raise fail(f"{len(result.problems)} problem(s) — nothing was applied", EXIT_FAILED)
     secret = vault_secret(vault_password_file)
     compiled = result.bundle
 
@@ -133,7 +129,7 @@ def pusher_for(tenants: Path, inventory: Path | None, vault_password_file: Path 
     try:
         pusher.prepare()
     except SecretResolutionError as exc:
-        raise _fail(f"{exc} — nothing was applied", EXIT_FAILED) from None
+        raise fail(f"{exc} — nothing was applied", EXIT_FAILED) from None
     return pusher
 
 
@@ -204,7 +200,7 @@ def apply(
             out.print(f"{result.edge.name}: sent {sent}{size}", highlight=False)
     failed = [r for r in results if not r.ok]
     if failed:
-        raise _fail(f"{len(failed)} of {len(results)} edge(s) failed", EXIT_FAILED)
+        raise fail(f"{len(failed)} of {len(results)} edge(s) failed", EXIT_FAILED)
 
 
 def _size(count: int) -> str:
@@ -227,10 +223,10 @@ def purge(
     kinds = {"urls": url, "prefix": prefix, "tag": tag, "all": purge_all or None}
     chosen = {kind: value for kind, value in kinds.items() if value}
     if len(chosen) != 1:
-        raise _fail("give exactly one of --url (repeatable), --prefix, --tag or --all")
+        raise fail("give exactly one of --url (repeatable), --prefix, --tag or --all")
     for path in [*(url or []), *([prefix] if prefix else [])]:
         if not path.startswith("/"):
-            raise _fail(f"{path!r}: purge paths start with '/' (e.g. /img/logo.png)")
+            raise fail(f"{path!r}: purge paths start with '/' (e.g. /img/logo.png)")
     targets = resolve_targets(edge, inventory)
     token = read_token_or_exit(token_file)
     request = {"tenant": tenant, **chosen}
@@ -239,7 +235,7 @@ def purge(
     _print_results(f"Purge {tenant} ({kind})", results, {"Purged": "purged"})
     failed = [r for r in results if not r.ok]
     if failed:
-        raise _fail(f"{len(failed)} of {len(results)} edge(s) failed", EXIT_FAILED)
+        raise fail(f"{len(failed)} of {len(results)} edge(s) failed", EXIT_FAILED)
 
 
 def plan_edges(
@@ -359,9 +355,9 @@ def prepare_rollout(
     try:
         content = write_resolved(bundle, os.environ, out, secret)
     except SecretResolutionError as exc:
-        raise _fail(f"{exc} — nothing was rolled out", EXIT_FAILED) from None
+        raise fail(f"{exc} — nothing was rolled out", EXIT_FAILED) from None
     except FileExistsError:
-        raise _fail(f"{out} exists: the resolved bundle is only ever written fresh") from None
+        raise fail(f"{out} exists: the resolved bundle is only ever written fresh") from None
     plan = load_plan(plan_file.read_text(encoding="utf-8") if plan_file else None)
     target = smoke_target(bundle, plan)
     store = ManifestStore(cache_dir)

@@ -87,3 +87,7 @@ def _write_atomically(path: Path, text: str) -> None:
 def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(inventory_app, name="inventory")

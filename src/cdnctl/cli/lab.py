@@ -166,3 +166,7 @@ def status() -> None:
     for row in rows:
         table.add_row(row.name, row.role, row.address, row.state)
     out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(lab_app, name="lab")

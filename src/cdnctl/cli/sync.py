@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
-from cdnctl.cli.common import EXIT_INVALID, EXIT_USAGE, err, out
+from cdnctl.cli.common import EXIT_INVALID, err, out
 from cdnctl.cli.edge import TokenFileOpt, VaultPasswordOpt, read_token_or_exit, vault_secret
+from cdnctl.cli.output import fail
 from cdnctl.fleet.sync import CycleResult, Syncer, SyncError, SyncSettings
 from cdnctl.fleet.sync_server import SyncServer
 from cdnctl.fleet.sync_state import StateError
@@ -20,11 +21,6 @@ from cdnctl.tenants.problems import InputError
 
 SECRET_ENV = "CDNCTL_SYNC_WEBHOOK_SECRET"
 DEFAULT_STATE_DIR = Path("~/.local/state/cdnctl/sync")
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def summary(result: CycleResult) -> str:
@@ -41,7 +37,7 @@ def _webhook_secret(secret_file: Path | None) -> bytes | None:
         try:
             return secret_file.read_bytes().strip()
         except OSError as exc:
-            raise _fail(f"--secret-file {secret_file}: {exc.strerror}") from None
+            raise fail(f"--secret-file {secret_file}: {exc.strerror}") from None
     value = os.environ.get(SECRET_ENV)
     return value.encode() if value else None
 
@@ -102,10 +98,10 @@ def sync_command(
     try:
         seconds = parse_duration(interval, maximum=86400, minimum=1)
     except InputError as exc:
-        raise _fail(f"--interval {interval!r}: {exc}") from None
+        raise fail(f"--interval {interval!r}: {exc}") from None
     secret = _webhook_secret(secret_file)
     if listen and secret is None:
-        raise _fail(f"--listen needs the webhook's secret: --secret-file FILE or ${SECRET_ENV}")
+        raise fail(f"--listen needs the webhook's secret: --secret-file FILE or ${SECRET_ENV}")
     work = state_dir.expanduser()
     settings = SyncSettings(
         repo=repo,
@@ -121,12 +117,12 @@ def sync_command(
     try:
         syncer = Syncer(settings)
     except StateError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if once:
         try:
             result = syncer.cycle()
         except SyncError as exc:
-            raise _fail(str(exc)) from None  # the inventory or policy: nothing ran
+            raise fail(str(exc)) from None  # the inventory or policy: nothing ran
         out.print(summary(result), highlight=False, markup=False)
         raise typer.Exit(0 if result.ok else EXIT_INVALID)
     _loop(syncer, float(seconds), listen, secret)
@@ -146,7 +142,7 @@ def _loop(syncer: Syncer, interval: float, listen: str | None, secret: bytes | N
         try:
             server = SyncServer(listen, syncer.metrics, trigger, secret).start()
         except (OSError, ValueError) as exc:
-            raise _fail(f"--listen {listen}: {exc}") from None
+            raise fail(f"--listen {listen}: {exc}") from None
         err.print(f"listening on {server.address} (GET /metrics, POST /hook)", highlight=False)
 
     def report(result: CycleResult) -> None:

@@ -247,3 +247,8 @@ def schema(
         return
     path.write_text(text, encoding="utf-8")
     out.print(f"Wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """validate, compile, plan, new, schema: the tenant workflow."""
+    app.registered_commands += tenants_commands.registered_commands

@@ -335,6 +335,7 @@ def agent_handler(host: Host, token: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "cdnctl-dns-admin"
         protocol_version = "HTTP/1.1"
+        timeout = 30  # seconds a client may stall (a request, or between two): then dropped
 
         def do_GET(self) -> None:
             if self.path != "/health":

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cdnctl.bundle.secrets import decrypt_vault
 from cdnctl.edge.admin_client import AdminClient, Edge, fan_out
 from cdnctl.edge.pki import csr_pem, dns_names, key_pem, leaf, new_key
-from cdnctl.fleet import dns
+from cdnctl.fleet import dns, dns_hosts
 from cdnctl.fleet.targets import inventory_json
 from cdnctl.paths import write_private
 from cdnctl.tenants.model import PLATFORM_CERTIFICATE_ID
@@ -147,7 +147,7 @@ def platform_from_inventory(
     `listing`: its `ansible-inventory --list`, when the caller has it (about 1 s)."""
     listing = inventory_json(inventory) if listing is None else listing
     domain = dns.load_settings(inventory, dns.platform_vars(listing)).domain
-    hosts = dns.DnsHosts(inventory)
+    hosts = dns_hosts.DnsHosts(inventory)
 
     def publish(records: dict[str, str]) -> None:
         results = hosts.acme_dns_01(records)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from cdnctl.fleet import admin_state, dns_agents
 from cdnctl.fleet.admin_state import AdminState, Drains, change
-from cdnctl.fleet.dns import (
+from cdnctl.fleet.dns_hosts import (
     ADMIN_STATE,
     CONFIG_DIR,
     RESOURCE,

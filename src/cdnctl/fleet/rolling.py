@@ -31,7 +31,8 @@ from cdnctl.bundle.format import sha256_tag
 from cdnctl.bundle.rollout import SMOKE_LABEL
 from cdnctl.edge.admin_client import AdminClient, Edge, EdgeError
 from cdnctl.fleet import drain
-from cdnctl.fleet.dns import SERVICE_TYPE, DnsError, DnsHosts, Fleet, Host, fleet_from_inventory
+from cdnctl.fleet.dns import SERVICE_TYPE, DnsError, Fleet, Host, fleet_from_inventory
+from cdnctl.fleet.dns_hosts import DnsHosts
 from cdnctl.fleet.targets import ansible_tool, edges_from_inventory, inventory_json
 from cdnctl.paths import project_root
 

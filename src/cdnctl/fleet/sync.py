@@ -60,7 +60,8 @@ from cdnctl.edge.admin_client import DEFAULT_ADMIN_PORT, AdminClient, Edge, Edge
 from cdnctl.edge.push import Pusher
 from cdnctl.fleet import certificates
 from cdnctl.fleet.canary import Ran, TargetTenants, check_canary
-from cdnctl.fleet.dns import DnsError, HostResult, tenant_names
+from cdnctl.fleet.dns import DnsError, tenant_names
+from cdnctl.fleet.dns_hosts import HostResult
 from cdnctl.fleet.sync_state import GoodBundle, GoodCommit, Rejected, SyncState
 from cdnctl.fleet.targets import host_url, inventory_json
 from cdnctl.fleet.zones_push import DnsZones, ZonesError, ZoneSet, kept_names, names_of_bundle

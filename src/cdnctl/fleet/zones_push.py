@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cdnctl.fleet import dns
+from cdnctl.fleet import dns, dns_hosts
 
 # Ansible fills these in per host (the geodns role's variables; double quotes: the command
 # runs in a single-quoted sh -c).
@@ -92,13 +92,15 @@ class DnsZones:
     def __init__(self, inventory: Path, listing: Mapping[str, Any]) -> None:
         self.settings = dns.load_settings(inventory, dns.platform_vars(listing))
         self.fleet = dns.fleet_from_inventory(listing)
-        self.hosts = dns.DnsHosts(inventory)
+        self.hosts = dns_hosts.DnsHosts(inventory)
 
     def render(self, names: Sequence[dns.TenantNames]) -> ZoneSet:
         zones = dns.render_zones(self.settings, self.fleet, names)
         return ZoneSet(dns.zones_digest(zones), zones)
 
-    def install(self, zone_set: ZoneSet, only: Sequence[str] | None = None) -> list[dns.HostResult]:
+    def install(
+        self, zone_set: ZoneSet, only: Sequence[str] | None = None
+    ) -> list[dns_hosts.HostResult]:
         """Put `zone_set` in service on every DNS host (or `only` those); raises ZonesError
         naming the hosts that refused it (they keep serving what they had). Hosts Ansible
         cannot reach are not an error: they come back `unreachable`, to be caught up."""
@@ -107,7 +109,7 @@ class DnsZones:
         ).decode()
         command = (
             f"WRITE={shlex.quote(_WRITE)} /bin/sh -c {shlex.quote(_SCRIPT)} install "
-            f"{dns.CONFIG_DIR} {zone_set.digest} {payload} {KEEP}"
+            f"{dns_hosts.CONFIG_DIR} {zone_set.digest} {payload} {KEEP}"
         )
         if len(command) > MAX_COMMAND:
             raise ZonesError(
