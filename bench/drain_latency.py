@@ -10,15 +10,20 @@ each round the clock starts when the command is started; `command_s` is when it 
 drained edge (undrain: with it again), `gdnsd_wait_s` the part spent on the DNS hosts
 waiting for gdnsd to read the file and answer from it. gdnsd runs as the geodns role runs
 it (`geodns_immediate_states`: no admin_state timers), or with `--gdnsd-timers` with its
-own (about 2 s). The target is 5 s.
+own (about 2 s). Each DNS host runs the role's drain agent (`admin_state.py serve`) and the
+CLI has the token, so the edits go through the agents (`edits_via`); `--no-agents`: through
+Ansible, as for an inventory without agents. The target is 5 s (the edge's TTL + 1 s for
+issue 16's drain -> no new connection).
 
     python bench/drain_latency.py             # 5 drain/undrain rounds
     python bench/drain_latency.py --rounds 10 --gdnsd-timers
+    python bench/drain_latency.py --no-agents
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pwd
@@ -36,10 +41,12 @@ import dns.edns
 import dns.exception
 import dns.message
 import dns.query
+import httpx
 import yaml
 
 from cdnctl.edge.nginx_conf import NodeSettings
 from cdnctl.edge.runner import EdgeNode, free_port
+from cdnctl.fleet import admin_state
 from cdnctl.fleet import dns as fleet_dns
 from cdnctl.fleet.targets import inventory_json
 
@@ -53,6 +60,7 @@ SETTINGS = {
     "health": {"interval": 2, "timeout": 1, "up_thresh": 2, "ok_thresh": 1, "down_thresh": 1},
 }
 CDNCTL = str(Path(sys.executable).with_name("cdnctl"))
+AGENT_TOKEN = "drain-bench-agent-token-0123456789"
 TIMEOUT = 30.0
 
 
@@ -82,6 +90,8 @@ class Gdnsd:
             directory.mkdir(parents=True, mode=0o755)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.agent_port = 0
 
     def start(self) -> None:
         command = [shutil.which("gdnsd") or "/usr/sbin/gdnsd", "-c", str(self.config_dir), "start"]
@@ -95,10 +105,33 @@ class Gdnsd:
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
         )
 
+    def start_agent(self) -> None:
+        """The geodns role's drain agent (its unit's command line), as gdnsd's user."""
+        token = self.state_dir.parent / "agent-token"
+        token.write_text(AGENT_TOKEN + "\n")
+        self.agent_port = free_port()
+        argv = [
+            "/usr/bin/python3", admin_state.__file__, "serve",
+            "--listen", f"127.0.0.1:{self.agent_port}", "--token-file", str(token),
+            "--state-file", str(self.state_dir / "admin_state"),
+            "--config-dir", str(self.config_dir),
+        ] + (["--timers"] if self.timers else [])  # fmt: skip
+        if os.geteuid() == 0:
+            argv = ["setpriv", "--reuid=gdnsd", "--regid=gdnsd", "--init-groups", *argv]
+        self.agent = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{self.agent_port}/health"
+        for _ in range(200):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"the drain agent of {self.config_dir} did not start")
+
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        for proc in (self.proc, self.agent):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=10)
 
 
 def write_inventory(base: Path, servers: list[Gdnsd], admin_port: int) -> Path:
@@ -123,6 +156,8 @@ def write_inventory(base: Path, servers: list[Gdnsd], admin_port: int) -> Path:
                 "geodns_state_dir": str(server.state_dir),
                 "geodns_config_dir": str(server.config_dir),
                 "geodns_immediate_states": not server.timers,
+                "cdn_private_address": "127.0.0.1",
+                "cdn_dns_admin_port": server.agent_port,
             }
             for region, server in zip(NETS, servers, strict=True)
         },
@@ -146,7 +181,7 @@ def common_port() -> int:
         return port
 
 
-def run(rounds: int, timers: bool) -> dict:
+def run(rounds: int, timers: bool, agents: bool) -> dict:
     base = Path(tempfile.mkdtemp(prefix="cdnctl-drain-bench-"))
     base.chmod(0o755)
     admin_port = common_port()
@@ -162,6 +197,9 @@ def run(rounds: int, timers: bool) -> dict:
                 workers=1,
             )
             edges.append(EdgeNode(settings).start())
+        if agents:
+            for server in servers:
+                server.start_agent()
         inventory = write_inventory(base, servers, admin_port)
         listing = inventory_json(inventory)
         settings = fleet_dns.load_settings(inventory, fleet_dns.platform_vars(listing))
@@ -191,8 +229,11 @@ def run(rounds: int, timers: bool) -> dict:
             action: {"command_s": [], "effective_s": [], "gdnsd_wait_s": []}
             for action in ("drain", "undrain")
         }
+        # With the token the CLI edits through the agents; without, through Ansible.
+        env = {**os.environ, "CDNCTL_ADMIN_TOKEN": AGENT_TOKEN if agents else ""}
+        ways: set[str] = set()
         started = time.monotonic()
-        subprocess.run([CDNCTL, "--help"], capture_output=True, check=True)
+        subprocess.run([CDNCTL, "drain", "--help"], capture_output=True, check=True)
         cli_start = time.monotonic() - started
         for _ in range(rounds):
             for action, expected in (("drain", one), ("undrain", both)):
@@ -202,6 +243,7 @@ def run(rounds: int, timers: bool) -> dict:
                     capture_output=True,
                     text=True,
                     check=False,
+                    env=env,
                 )
                 returned = time.monotonic() - started
                 if done.returncode != 0:
@@ -211,6 +253,9 @@ def run(rounds: int, timers: bool) -> dict:
                 if len(waits) != len(servers):
                     raise RuntimeError(f"cdnctl {action}: not in force everywhere: {done.stdout}")
                 figures[action]["gdnsd_wait_s"].append(max(waits))
+                ways.update(
+                    re.findall(r"in force after [0-9.]+ s \((drain agent|Ansible)\)", done.stdout)
+                )
                 figures[action]["command_s"].append(round(returned, 3))
                 figures[action]["effective_s"].append(round(effective, 3))
                 time.sleep(0.5)
@@ -219,9 +264,11 @@ def run(rounds: int, timers: bool) -> dict:
             "edges": len(EDGES),
             "rounds": rounds,
             "gdnsd_timers": timers,
+            "edits_via": sorted(ways),
             "target_s": 5.0,
             "load_average_1m": round(os.getloadavg()[0], 2),
-            # `cdnctl --help`: the CLI's own start (Python and its imports), part of each run
+            # `cdnctl drain --help`: the command's own start (Python and the modules drain
+            # imports), part of each run
             "cli_start_s": round(cli_start, 3),
             **{
                 action: {
@@ -246,8 +293,11 @@ def main() -> None:
     parser.add_argument(
         "--gdnsd-timers", action="store_true", help="gdnsd with its own admin_state timers"
     )
+    parser.add_argument(
+        "--no-agents", action="store_true", help="no drain agents: every edit through Ansible"
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args.rounds, args.gdnsd_timers), indent=2))
+    print(json.dumps(run(args.rounds, args.gdnsd_timers, not args.no_agents), indent=2))
 
 
 if __name__ == "__main__":
