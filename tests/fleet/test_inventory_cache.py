@@ -61,6 +61,21 @@ def test_ansible_settings_are_part_of_the_fingerprint(tmp_path: Path, monkeypatc
     assert inventory_cache.cached_listing(inventory, TOOL, lister) == {"calls": 2}
 
 
+def test_two_settings_of_one_inventory_keep_their_own_listing(tmp_path: Path, monkeypatch) -> None:
+    # A process with other ANSIBLE_* variables (the lab's CLI run from a bench) does not
+    # evict the listing of the first.
+    inventory = write_inventory(tmp_path / "inv")
+    lister = Counting()
+    inventory_cache.cached_listing(inventory, TOOL, lister)
+    monkeypatch.setenv("ANSIBLE_INVENTORY_ENABLED", "yaml")
+    inventory_cache.cached_listing(inventory, TOOL, lister)
+    for _ in range(2):
+        monkeypatch.delenv("ANSIBLE_INVENTORY_ENABLED")
+        assert inventory_cache.cached_listing(inventory, TOOL, lister) == {"calls": 1}
+        monkeypatch.setenv("ANSIBLE_INVENTORY_ENABLED", "yaml")
+        assert inventory_cache.cached_listing(inventory, TOOL, lister) == {"calls": 2}
+
+
 def test_dynamic_inventories_are_never_kept(tmp_path: Path) -> None:
     plugin = write_inventory(tmp_path / "plugin")
     (plugin / "aws_ec2.yml").write_text("plugin: amazon.aws.aws_ec2\nregions: [eu-west-1]\n")
@@ -101,7 +116,8 @@ def test_the_real_listing_follows_an_edit_and_is_private(tmp_path: Path) -> None
     write_inventory(inventory, region="us")
     assert inventory_json(inventory)["_meta"]["hostvars"]["eu-dns-1"]["cdn_region"] == "us"
     kept = list(inventory_cache.cache_dir().glob("*.json"))
-    assert len(kept) == 1 and kept[0].stat().st_mode & 0o777 == 0o600
+    assert len(kept) == 2  # one per fingerprint: before and after the edit
+    assert all(path.stat().st_mode & 0o777 == 0o600 for path in kept)
 
 
 def test_only_the_newest_listings_are_kept(tmp_path: Path, monkeypatch) -> None:

@@ -93,9 +93,10 @@ def cached_listing(
     key = fingerprint(inventory, tool)
     if key is None:
         return list_inventory()
-    path = (
-        cache_dir() / f"{hashlib.sha256(str(inventory.resolve()).encode()).hexdigest()[:24]}.json"
-    )
+    # One file per fingerprint (the inventory's paths are part of it): processes with other
+    # ANSIBLE_* settings on the same inventory (a bench and the CLI it runs) do not evict
+    # each other's listing.
+    path = cache_dir() / f"{key[:32]}.json"
     for kept in _read(path):
         if kept.get("fingerprint") == key and isinstance(kept.get("listing"), dict):
             os.utime(path)  # used: pruned last
