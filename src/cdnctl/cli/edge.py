@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from cdnctl.bundle.compile import DEFAULT_CACHE_DIR, compile_paths
@@ -17,7 +16,7 @@ from cdnctl.bundle.format import bundle_json
 from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.bundle.rollout import load_plan, smoke_target, write_deltas, write_resolved
 from cdnctl.bundle.secrets import VAULT_PASSWORD_ENV, SecretResolutionError, resolve_secrets
-from cdnctl.cli.output import fail
+from cdnctl.cli.output import err, fail, out
 from cdnctl.edge.admin_client import (
     AdminClient,
     Edge,
@@ -32,10 +31,7 @@ from cdnctl.fleet.targets import edges_from_inventory
 from cdnctl.tenants.policy import PolicyError, load_policy
 
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 EdgeOpt = Annotated[
     list[str] | None,
