@@ -46,8 +46,8 @@ import yaml
 
 from cdnctl.edge.nginx_conf import NodeSettings
 from cdnctl.edge.runner import EdgeNode, free_port
-from cdnctl.fleet import admin_state
 from cdnctl.fleet import dns as fleet_dns
+from cdnctl.fleet import dns_agents
 from cdnctl.fleet.targets import inventory_json
 
 EDGES = {"eu-edge-1": ("eu", "127.0.0.11"), "eu-edge-2": ("eu", "127.0.0.13")}
@@ -110,12 +110,13 @@ class Gdnsd:
         token = self.state_dir.parent / "agent-token"
         token.write_text(AGENT_TOKEN + "\n")
         self.agent_port = free_port()
-        argv = [
-            "/usr/bin/python3", admin_state.__file__, "serve",
-            "--listen", f"127.0.0.1:{self.agent_port}", "--token-file", str(token),
-            "--state-file", str(self.state_dir / "admin_state"),
-            "--config-dir", str(self.config_dir),
-        ] + (["--timers"] if self.timers else [])  # fmt: skip
+        argv = dns_agents.serve_command(
+            f"127.0.0.1:{self.agent_port}",
+            str(token),
+            str(self.state_dir / "admin_state"),
+            str(self.config_dir),
+            timers=self.timers,
+        )
         if os.geteuid() == 0:
             argv = ["setpriv", "--reuid=gdnsd", "--regid=gdnsd", "--init-groups", *argv]
         self.agent = subprocess.Popen(argv, stderr=subprocess.DEVNULL)

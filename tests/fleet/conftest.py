@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from cdnctl.edge.runner import free_port
-from cdnctl.fleet import admin_state
 from cdnctl.fleet import dns as fleet_dns
+from cdnctl.fleet import dns_agents
 from cdnctl.fleet.targets import inventory_json
 
 GDNSD = shutil.which("gdnsd") or "/usr/sbin/gdnsd"
@@ -154,11 +154,9 @@ class Gdnsd:
         state = self.state_dir / "admin_state"
         command = [
             *self._as_gdnsd(),
-            "/usr/bin/python3",
-            admin_state.__file__,
-            "serve",
-            *("--listen", f"127.0.0.1:{port}", "--token-file", str(token_file)),
-            *("--state-file", str(state), "--config-dir", str(self.config_dir)),
+            *dns_agents.serve_command(
+                f"127.0.0.1:{port}", str(token_file), str(state), str(self.config_dir)
+            ),
         ]
         with (self.root / "agent.log").open("ab") as log:
             self.agent = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -12,23 +12,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cdnctl.cli.common import (
-    DEFAULT_CACHE_DIR,
-    Format,
-    FormatOpt,
-    out,
-    policy_or_exit,
-    print_problems,
-    run_compile,
-)
+from cdnctl.cli.common import DEFAULT_CACHE_DIR, policy_or_exit, print_problems, run_compile
 from cdnctl.cli.edge import (
+    EXIT_FAILED,
     EdgeOpt,
     TokenFileOpt,
     VaultPasswordOpt,
     read_token_or_exit,
     vault_secret,
 )
-from cdnctl.cli.output import fail
+from cdnctl.cli.output import Format, FormatOpt, fail, out
 from cdnctl.edge.admin_client import edges_from_urls
 from cdnctl.fleet import certificates
 from cdnctl.fleet.dns import DnsError
@@ -36,8 +29,6 @@ from cdnctl.fleet.targets import edges_from_inventory
 
 certs_app = typer.Typer(no_args_is_help=True, help="Tenant certificates: ACME and custom.")
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 InventoryArg = Annotated[
     Path,

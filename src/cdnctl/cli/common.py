@@ -1,5 +1,5 @@
-"""What the tenant commands share: the compile with its progress bar, policy, problems (and
-the output names of output.py)."""
+"""What the tenant commands share: the compile with its progress bar, policy, problems (the
+consoles, exit codes and output format: output.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from cdnctl.bundle.compile import DEFAULT_CACHE_DIR, CompileResult, compile_paths, tenant_files
-from cdnctl.cli.output import EXIT_INVALID, EXIT_USAGE, Format, FormatOpt, err, out
+from cdnctl.cli.output import EXIT_USAGE, Format, err
 from cdnctl.tenants.policy import Policy, PolicyError, load_policy
 from cdnctl.tenants.problems import Problem
 
@@ -72,6 +72,4 @@ def print_problems(problems: list[Problem], fmt: Format) -> None:
     err.print(f"[red]{len(problems)} problem(s)[/] — nothing was compiled or applied.")
 
 
-# What the command modules take from here (the output ones live in output.py: commands
-# that need no compiler import that alone).
-__all__ = ["DEFAULT_CACHE_DIR", "EXIT_INVALID", "EXIT_USAGE", "Format", "FormatOpt", "err", "out"]
+__all__ = ["DEFAULT_CACHE_DIR"]

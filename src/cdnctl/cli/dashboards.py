@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cdnctl.cli.common import EXIT_INVALID, err, out
+from cdnctl.cli.output import EXIT_INVALID, err, out
 from cdnctl.fleet import dashboards as boards
 
 

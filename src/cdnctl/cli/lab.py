@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cdnctl.cli.common import EXIT_INVALID, Format, err, out, print_problems
+from cdnctl.cli.common import print_problems
+from cdnctl.cli.output import EXIT_INVALID, Format, err, out
 from cdnctl.cli.roll import RestartOpt, UpgradeOpt, run_and_report
 
 if TYPE_CHECKING:

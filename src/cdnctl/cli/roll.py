@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cdnctl.cli.common import EXIT_INVALID, EXIT_USAGE, Format, FormatOpt, err, out
 from cdnctl.cli.edge import read_token_or_exit
+from cdnctl.cli.output import EXIT_INVALID, EXIT_USAGE, Format, FormatOpt, err, out
 from cdnctl.fleet import rolling
 from cdnctl.fleet.dns import DnsError
 

@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from cdnctl.cli.common import EXIT_INVALID, EXIT_USAGE, Format, FormatOpt, err, out
+from cdnctl.cli.output import EXIT_INVALID, EXIT_USAGE, Format, FormatOpt, err, out
 from cdnctl.fleet.stats import Snapshot, collect, prometheus_urls, sparkline
 
 

@@ -10,9 +10,8 @@ from typing import Annotated
 
 import typer
 
-from cdnctl.cli.common import EXIT_INVALID, err, out
 from cdnctl.cli.edge import TokenFileOpt, VaultPasswordOpt, read_token_or_exit, vault_secret
-from cdnctl.cli.output import fail
+from cdnctl.cli.output import EXIT_INVALID, err, fail, out
 from cdnctl.fleet.sync import CycleResult, Syncer, SyncError, SyncSettings
 from cdnctl.fleet.sync_server import SyncServer
 from cdnctl.fleet.sync_state import StateError

@@ -24,19 +24,14 @@ from cdnctl.bundle.plan import (
 from cdnctl.cli import edge as edge_cli
 from cdnctl.cli.common import (
     DEFAULT_CACHE_DIR,
-    EXIT_INVALID,
-    EXIT_USAGE,
     CacheOpt,
-    Format,
-    FormatOpt,
     InventoryOpt,
     PathsArg,
-    err,
-    out,
     policy_or_exit,
     print_problems,
     run_compile,
 )
+from cdnctl.cli.output import EXIT_INVALID, EXIT_USAGE, Format, FormatOpt, err, out
 from cdnctl.tenants.scaffold import new_tenant
 from cdnctl.tenants.schema import render_schema
 

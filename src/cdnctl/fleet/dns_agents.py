@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from cdnctl.fleet import admin_state
 from cdnctl.fleet.targets import group_hosts, host_url
 
 log = logging.getLogger(__name__)
@@ -132,3 +133,15 @@ def _answer(agent: Agent, client: httpx.Client, body: bytes) -> Answer:
             error=f"drain agent {agent.url}: HTTP {response.status_code}: {response.text[:200]}",
         )
     return Answer(agent.host, True, report=answer)  # 400: {"error"} names what is invalid
+
+
+def serve_command(
+    listen: str, token_file: str, state_file: str, config_dir: str, *, timers: bool = False
+) -> list[str]:
+    """An agent's command line as the geodns role's unit runs it (its ExecStart: the system
+    python3 on admin_state.py), for the tests and benchmarks that start one."""
+    return [
+        "/usr/bin/python3", admin_state.__file__, "serve",
+        "--listen", listen, "--token-file", token_file,
+        "--state-file", state_file, "--config-dir", config_dir,
+    ] + (["--timers"] if timers else [])  # fmt: skip

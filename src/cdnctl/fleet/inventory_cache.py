@@ -50,14 +50,15 @@ def fingerprint(inventory: Path, tool: str) -> str | None:
         extra = [f for name in VARS_DIRS for f in _files(root.parent / name)]
     else:
         return None
+    # The files Ansible reads as inventory sources (vars files are never run or plugins).
+    inventories = {path for path in sources if not _in_vars_dir(path, root)}
     digest = hashlib.sha256()
     try:
         for path in sorted(sources + extra):
             data = path.read_bytes()
             if data.startswith(VAULT):
                 return None  # decrypted in the listing: not kept on disk
-            is_source = path in sources and not _in_vars_dir(path, root)
-            if is_source and (os.access(path, os.X_OK) or PLUGIN.search(data)):
+            if path in inventories and (os.access(path, os.X_OK) or PLUGIN.search(data)):
                 return None  # a script or an inventory plugin: dynamic
             digest.update(f"{path}\0{len(data)}\0".encode())
             digest.update(data)
