@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from cdnctl.bundle.patch import find_sorted
+from cdnctl.bundle.patch import find_sorted, tenants_open
 
 
 def test_find_sorted_finds_what_a_plain_find_finds():
@@ -26,3 +26,19 @@ def test_find_sorted_finds_what_a_plain_find_finds():
             assert find_sorted(bundle, b"\n", key, lo, hi) == bundle.find(b'\n"' + key + b'":{')
             at = manifest.find(b'"' + key + b'":"', mlo)
             assert find_sorted(manifest, b",", key, mlo, mhi) == (at - 1 if at >= 0 else -1)
+
+
+def test_tenants_open_is_where_the_tenants_map_opens():
+    """Past a hosts map, in a bundle and in a manifest; in another member order, found by a
+    search instead."""
+    hosts = ",".join(f'"h{i}.test":"t{i}"' for i in range(200))
+    for text in (
+        '{"format":1,"hosts":{' + hosts + '},"tenants":{\n"t1":{"a":{"b":1}}\n},"version":"v"}',
+        '{"format":1,"hosts":{' + hosts + '},"tenants":{"t1":"sha256:x"},"wildcards":{}}',
+        '{"format":1,"hosts":{},"tenants":{},"wildcards":{}}',
+        '{"format":1,"other":{"x":{}},"tenants":{"t1":"d"},"hosts":{}}',
+    ):
+        data = text.encode()
+        assert tenants_open(data) == data.find(b',"tenants":{') + len(b',"tenants":{') - 1
+        assert data[tenants_open(data)] == ord("{")
+    assert tenants_open(b'{"format":1,"hosts":{}}') == -1

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cdnctl.bundle import patch
+from cdnctl.bundle.bundle_bytes import BundleBytes
 from cdnctl.bundle.compile_cache import CompileCache, GitRecord, StatKey, code_fingerprint
 from cdnctl.bundle.format import BUNDLE_FORMAT, sha256_tag
 from cdnctl.bundle.git_changes import GitView, changes
@@ -49,10 +50,10 @@ class CompileResult:
     problems: list[Problem] = field(default_factory=list)
     version: str | None = None
     manifest: bytes | None = None  # what `version` is the SHA-256 of (bundle/format.py)
-    # the bundle's bytes: held, or (a gigabyte at 1M tenants) written to a file in the
-    # cache directory and mapped (`bundle_view`)
-    held: bytes | None = field(default=None, repr=False)
-    mapped: Any = field(default=None, repr=False)  # mmap.mmap of the file
+    # the bundle's bytes (bundle_bytes.py): held, or (a gigabyte at 1M tenants) the file
+    # written to the cache directory and mapped, or the cache's last bundle file with the
+    # lines a patched compile replaced
+    bytes_of: BundleBytes | None = field(default=None, repr=False)
     # (the last version, the tenants whose lines replaced its) when the compile patched
     # the last bundle (patch.py): what make_delta(patched=) needs to compare no more
     patched: tuple[str, frozenset[str]] | None = None
@@ -66,21 +67,18 @@ class CompileResult:
 
     @property
     def bundle(self) -> bytes | None:
-        """The bundle's bytes (copied out of the file when it was written to one: prefer
-        `bundle_view` for large bundles)."""
-        if self.held is None and self.mapped is not None:
-            self.held = bytes(self.mapped)
-        return self.held
+        """The bundle's bytes (joined or copied out of the file when it is not held in one
+        object: prefer `bundle_view` for large bundles)."""
+        return self.bytes_of.tobytes() if self.bytes_of is not None else None
 
     @bundle.setter
     def bundle(self, value: bytes | None) -> None:
-        self.held, self.mapped = value, None
+        self.bytes_of = BundleBytes(value) if value is not None else None
 
     @property
-    def bundle_view(self) -> Any:
-        """The bundle without copying it: bytes, or the mapped file (bytes-like: write it,
-        hash it, `make_delta` it)."""
-        return self.held if self.held is not None else self.mapped
+    def bundle_view(self) -> BundleBytes | None:
+        """The bundle without copying it (write it, hash it, `make_delta` it)."""
+        return self.bytes_of
 
 
 def tenant_files(paths: Sequence[Path]) -> tuple[list[str], list[Problem]]:
@@ -144,17 +142,18 @@ def check_tenants(
     git = GitView.of(paths[0]) if cache_dir and len(paths) == 1 and paths[0].is_dir() else None
     fits = _git_record_fits(cache, git)
     status = git.status() if git is not None and not checkout_clean else None  # runs meanwhile
-    committed = (
-        git.committed_since(cache.git.head if fits and cache.git else git.head) if git else None
-    )
+    diff = git.diff(cache.git.head if fits and cache.git else git.head) if git else None
+    # the last bundle and its manifest, read while git compares the commits
+    last = _last_bundle(cache, cache_dir) if assemble and diff and fits and cache_dir else None
+    committed = diff.names() if diff else None
 
     def dirty() -> set[str] | None:
         return status.dirty() if status is not None else set()
 
     stat_keys: dict[str, StatKey] = {}  # the stats the patched compile took
-    if assemble and git is not None and committed is not None and fits and cache_dir is not None:
+    if git is not None and committed is not None and last is not None and cache_dir is not None:
         patched = _patched_compile(
-            paths[0], policy, cache, cache_dir, git, committed, dirty, stat_keys
+            paths[0], policy, cache, cache_dir, git, committed, dirty, stat_keys, last
         )
         if patched is not None:
             return patched
@@ -221,8 +220,10 @@ def check_tenants(
         if cache_dir is not None and (git is not None or len(ordered) >= STREAM_FROM):
             # kept for the next compile to patch (patch.py), and never joined in memory
             bundle = cache.write_bundle(compiled.version, pieces, len(ordered))
-            compiled.mapped = cache.read_bundle(bundle)
-        if compiled.mapped is None:
+            mapped = cache.read_bundle(bundle)
+            if mapped is not None:
+                compiled.bytes_of = BundleBytes(mapped)
+        if compiled.bytes_of is None:
             compiled.bundle = b"".join(pieces)
         if cache_dir is not None:
             ManifestStore(cache_dir).save(compiled.version, compiled.manifest)
@@ -263,13 +264,14 @@ def _patched_compile(
     committed: set[str],
     dirty: Callable[[], set[str] | None],
     stat_keys: dict[str, StatKey],
+    last_bundle: tuple[Any, bytes],
 ) -> CompileResult | None:
     """The compile as a patch of the last bundle (patch.py), or None when it cannot be one:
     files added, removed or misnamed, domains changed, problems, or no last bundle. `dirty`
     (git status, running meanwhile) is waited for before anything is saved: files it names
-    that the patch did not read are patched in as well."""
+    that the patch did not read are patched in as well. `last_bundle`: `_last_bundle`."""
     last, record = cache.bundle, cache.git
-    if last is None or record is None or record.misnamed or not cache.fleet_clean:
+    if last is None or record is None:
         return None
     prefix = os.path.join(str(directory), "")
     suspects: list[str] = []
@@ -287,9 +289,7 @@ def _patched_compile(
     if len(suspects) > patch.MAX_FILES:
         return None
     manifests = ManifestStore(cache_dir)
-    data, manifest = cache.read_bundle(last), manifests.load(last.version)
-    if data is None or manifest is None:
-        return None
+    data, manifest = last_bundle
     stat_keys.update((d, _stat_key(d)) for d in suspects if d not in stat_keys)
     stats = [(display, stat_keys[display]) for display in suspects]
     edited: list[FileResult] = []
@@ -305,18 +305,18 @@ def _patched_compile(
     patched = patch.patch_bundle(data, last, manifest, edited)
     if patched is None:
         return None
-    bundle = b"".join(patch.pieces(data, patched.patches))
+    bundle = BundleBytes(data, patched.patches)  # not joined: a gigabyte at 1M tenants
     now_dirty = dirty()
     if now_dirty is None:
         return None
     if not now_dirty <= names:  # the work tree changed more files: patch those too
         return _patched_compile(
             directory, policy, cache, cache_dir, git, committed | now_dirty, lambda: now_dirty,
-            stat_keys,
+            stat_keys, last_bundle,
         )  # fmt: skip
     manifests.save(patched.version, patched.manifest)
     if patched.patch_bytes > patch.MAX_PATCH_BYTES:  # start from a file of this bundle
-        kept = cache.write_bundle(patched.version, [bundle], last.tenants)
+        kept = cache.write_bundle(patched.version, bundle.pieces(), last.tenants)
     else:
         kept = last._replace(version=patched.version, patches=patched.patches)
     git_record = GitRecord(
@@ -345,10 +345,20 @@ def _patched_compile(
         [],
         patched.version,
         patched.manifest,
-        held=bundle,
+        bytes_of=bundle,
         patched=(last.version, replaced),
         edited=tuple(edited),
     )
+
+
+def _last_bundle(cache: CompileCache, cache_dir: Path) -> tuple[Any, bytes] | None:
+    """(the file of the last bundle, mapped; its manifest) when a compile may patch it
+    (patch.py): it was assembled from exactly the cache's entries, with no problem."""
+    last, record = cache.bundle, cache.git
+    if last is None or record is None or record.misnamed or not cache.fleet_clean:
+        return None
+    data, manifest = cache.read_bundle(last), ManifestStore(cache_dir).load(last.version)
+    return (data, manifest) if data is not None and manifest is not None else None
 
 
 def _results_after(

@@ -33,7 +33,9 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from cdnctl.bundle.bundle_bytes import BundleBytes
 from cdnctl.bundle.format import TENANTS_OPEN, bundle_json, canonical_json, sha256_tag
+from cdnctl.bundle.patch import find_sorted, tenants_open
 
 Resolver = Callable[[dict[str, Any]], dict[str, Any]]  # a bundle -> the same, secrets resolved
 
@@ -69,15 +71,6 @@ def split_lines(bundle: bytes) -> tuple[bytes, list[bytes], bytes]:
     body = bundle[start + 1 : end]
     lines = [line.removesuffix(b",") for line in body.split(b"\n")] if body else []
     return bundle[:start], lines, bundle[end + 1 :]
-
-
-def _fragment_of(bundle: bytes, tenant: str) -> bytes:
-    """The compiled text of one tenant, found by its line (`\n"<id>":{...}[,]\n`)."""
-    start = bundle.find(b'\n"' + tenant.encode() + b'":')
-    if start < 0:
-        raise DeltaError(f"tenant {tenant} of the manifest is not in the bundle")
-    end = bundle.find(b"\n", start + 1)  # (a mapped bundle has no .index)
-    return bundle[start + len(tenant) + 4 : end].removesuffix(b",")
 
 
 def _line_id(line: bytes) -> str:
@@ -236,15 +229,25 @@ def _patched_changes(
     if head is None or b"\\" in base_manifest or b"\\" in target_manifest:
         return None
     changed: dict[str, str] = {}
+    spans = []
+    for manifest in (base_manifest, target_manifest):
+        # (the wildcards, last, are the shortest map: found from the end)
+        at, end = tenants_open(manifest), manifest.rfind(_MANIFEST_SEPARATORS[1])
+        if at < 0 or end < at:
+            return None
+        spans.append((at, end))
     for tenant in tenants:
-        key = b'"' + tenant.encode() + b'":"'
+        key = tenant.encode()
         digests = []
-        for manifest in (base_manifest, target_manifest):
-            at = manifest.find(key, manifest.find(_MANIFEST_SEPARATORS[0]))
-            end = manifest.find(b'"', at + len(key))
-            if at < 0 or end < 0:
+        for manifest, (lo, hi) in zip((base_manifest, target_manifest), spans, strict=True):
+            at = find_sorted(manifest, b",", key, lo, hi)  # `,"<id>":"` (or `{` first)
+            if at < 0:
                 return None
-            digests.append(manifest[at + len(key) : end])
+            at += len(key) + 5
+            end = manifest.find(b'"', at)
+            if end < 0:
+                return None
+            digests.append(manifest[at:end])
         if digests[0] != digests[1]:
             changed[tenant] = digests[1].decode()
     return {
@@ -302,14 +305,18 @@ def resolved_content(bundle: bytes, resolver: Resolver) -> ResolvedContent:
     return ResolvedContent(by_secret, "sha256:" + digest.hexdigest())
 
 
-FIND_MOST = 64  # tenants looked up by search (each a pass over the bundle) before a split
+FIND_MOST = 64  # tenants looked up one by one (by bisection) before a pass over every line
 
 
-def _fragments(bundle: bytes, tenants: Collection[str]) -> dict[str, bytes]:
-    """The compiled texts of `tenants`: found one by one for a few, in one pass for many."""
+def _fragments(bundle: BundleBytes, tenants: Collection[str]) -> dict[str, bytes]:
+    """The compiled texts of `tenants`: looked up one by one for a few, in one pass for many."""
     if len(tenants) <= FIND_MOST:
-        return {tenant: _fragment_of(bundle, tenant) for tenant in tenants}
-    _, lines, _ = split_lines(bundle)
+        found = {tenant: bundle.fragment(tenant) for tenant in tenants}
+        missing = sorted(tenant for tenant, text in found.items() if text is None)
+        if missing:
+            raise DeltaError(f"tenant {missing[0]} of the manifest is not in the bundle")
+        return {tenant: text for tenant, text in found.items() if text is not None}
+    _, lines, _ = split_lines(bundle.tobytes())
     wanted = set(tenants)
     found = {}
     for line in lines:
@@ -320,7 +327,7 @@ def _fragments(bundle: bytes, tenants: Collection[str]) -> dict[str, bytes]:
 
 
 def make_delta(
-    bundle: bytes,
+    bundle: bytes | BundleBytes,
     target_manifest: bytes,
     base_manifest: bytes,
     base: str,
@@ -328,17 +335,22 @@ def make_delta(
     resolver: Resolver | None = None,
     patched: tuple[str, Collection[str]] | None = None,
     resolved: ResolvedContent | None = None,
+    checked: bool = False,
 ) -> Delta:
     """The delta from `base` (whose manifest is `base_manifest`) to `bundle` (compiled,
     with its manifest). With `resolver`, the delta's tenants are resolved and `content` is
     that of the resolved full bundle (`resolved`: resolved_content of this bundle with this
     resolver, when the caller has it); without, the compiled one's. `patched`: (version,
     tenants) when the bundle is that version's with only those tenants' lines replaced
-    (CompileResult.patched): from that version, only their digests are compared."""
-    version = sha256_tag(target_manifest)
-    if f'"version":"{version}"'.encode() not in bundle[bundle.rfind(b'"version":') :]:
+    (CompileResult.patched): from that version, only their digests are compared.
+    `checked`: the caller vouches that the manifests are the bundle's (a CompileResult's)
+    and the base's (ManifestStore.load checks it): they are not hashed again (160 MB each
+    at 1M tenants); an edge still proves the target version from its own manifest."""
+    view = bundle if isinstance(bundle, BundleBytes) else BundleBytes(bundle)
+    version = view.version() if checked else sha256_tag(target_manifest)
+    if version is None or view.version() != version:
         raise DeltaError(f"the target manifest ({version}) is not this bundle's")
-    if sha256_tag(base_manifest) != base:
+    if not checked and sha256_tag(base_manifest) != base:
         raise DeltaError(f"the manifest given for {base} is not that version's")
     changes = (
         _patched_changes(base_manifest, target_manifest, patched[1])
@@ -354,13 +366,13 @@ def make_delta(
     wanted = set(changed_tenants)
     texts: dict[str, bytes] = {}
     if resolver is None:  # only the lines of the tenants that differ are read
-        texts = _fragments(bundle, wanted)
-        content = sha256_tag(bundle)
+        texts = _fragments(view, wanted)
+        content = view.sha256_tag()
     else:
-        resolved = resolved or resolved_content(bundle, resolver)
+        resolved = resolved or resolved_content(view.tobytes(), resolver)
         # Every tenant with secrets goes with the delta (a rotated secret changes no digest).
         texts = dict(resolved.secret_texts)
-        rest = _fragments(bundle, wanted - texts.keys())
+        rest = _fragments(view, wanted - texts.keys())
         if rest:
             compiled = {tenant: json.loads(fragment) for tenant, fragment in rest.items()}
             done = resolver({"tenants": compiled})["tenants"]

@@ -55,6 +55,22 @@ def pieces(data: mmap.mmap | bytes, patches: Sequence[Span]) -> list[bytes | mem
     return out
 
 
+_HOSTS_OPEN = b'"hosts":{'
+
+
+def tenants_open(data: mmap.mmap | bytes) -> int:
+    """Where the `{` that opens the tenants map of a bundle or a manifest is (format.py:
+    `{"format":1,"hosts":{...},"tenants":{`), or -1. Found as the first `{` past the
+    hosts map's, which holds none (names and ids only): a one-byte search, where a search
+    for `"tenants":{` over 80 MB of hosts index at 1M tenants took 35-80 ms."""
+    hosts = data.find(_HOSTS_OPEN, 0, 64)
+    at = data.find(b"{", hosts + len(_HOSTS_OPEN)) if hosts >= 0 else -1
+    if at < 0 or data[at - len(_TENANTS) + 1 : at + 1] != _TENANTS:
+        at = data.find(_TENANTS)  # not that layout: search it
+        return at + len(_TENANTS) - 1 if at >= 0 else -1
+    return at
+
+
 def find_sorted(data: mmap.mmap | bytes, separator: bytes, key: bytes, lo: int, hi: int) -> int:
     """Where `<separator>"<key>":` begins in data[lo:hi]: records that each begin with
     `<separator>"<key>":`, sorted by key, and no other `<separator>"` in them (a bundle's
@@ -90,11 +106,11 @@ def patch_bundle(
     not a tenant of it or claims other domains than it did."""
     spans = {start: (end, text) for start, end, text in record.patches}
     digests: dict[int, bytes] = {}  # where in the manifest -> the new digest
-    tenants_at = manifest.find(_TENANTS)
-    members_to = manifest.find(b'},"wildcards":', tenants_at)
-    if tenants_at < 0 or members_to < 0:
+    members_from = tenants_open(manifest)
+    members_to = manifest.rfind(b'},"wildcards":')  # (the last map, the shortest)
+    lines_from, lines_to = tenants_open(data), data.rfind(b"\n}")
+    if members_from < 0 or members_to < members_from or lines_from < 0 or lines_to < 0:
         return None
-    lines_from, lines_to = data.find(b"{\n"), data.rfind(b"\n}")
     for result in edited:
         tenant = (result.tenant_id or "").encode()
         if result.fragment is None or result.digest is None or len(result.digest) != _DIGEST:
@@ -111,7 +127,7 @@ def patch_bundle(
             return None  # the fleet check and the host indexes would change
         new_line = b'\n"' + tenant + b'":' + bytes(result.fragment) + b"," * comma
         spans[start] = (end, new_line)
-        at = find_sorted(manifest, b",", tenant, tenants_at + len(_TENANTS) - 1, members_to)
+        at = find_sorted(manifest, b",", tenant, members_from, members_to)
         if at < 0:
             return None
         digests[at + len(tenant) + 5] = result.digest.encode()  # past ,"<id>":"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cdnctl.bundle.bundle_bytes import BundleBytes
 from cdnctl.bundle.delta import make_delta
 from cdnctl.bundle.manifest_store import KEEP, ManifestStore
 from cdnctl.bundle.plan import (
@@ -119,7 +119,9 @@ def compile_command(
     _write_public(target, bundle)
     out.print(f"{target}: {len(result.results)} tenant(s), version {result.version}")
     if delta_from and base is not None:
-        delta = make_delta(bundle, result.manifest, base, delta_from, patched=result.patched)
+        delta = make_delta(
+            bundle, result.manifest, base, delta_from, patched=result.patched, checked=True
+        )
         _write_public(out_dir / "delta.json", delta.body)
         out.print(
             f"{out_dir / 'delta.json'}: {delta.changed} tenant(s) added or changed, "
@@ -127,10 +129,13 @@ def compile_command(
         )
 
 
-def _write_public(target: Path, data: bytes | mmap.mmap) -> None:
+def _write_public(target: Path, data: bytes | BundleBytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-")
     with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+        if isinstance(data, BundleBytes):
+            data.write_to(handle)  # (and hashes it meanwhile, for the delta's `content`)
+        else:
+            handle.write(data)
     os.replace(tmp, target)
     os.chmod(target, 0o644)
 
