@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from cdnctl.bundle.patch import find_sorted, tenants_open
+from cdnctl.bundle.bundle_bytes import find_sorted, tenants_open
 
 
 def test_find_sorted_finds_what_a_plain_find_finds():

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import mmap
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -264,7 +265,7 @@ def _patched_compile(
     committed: set[str],
     dirty: Callable[[], set[str] | None],
     stat_keys: dict[str, StatKey],
-    last_bundle: tuple[Any, bytes],
+    last_bundle: tuple[mmap.mmap | bytes, bytes],
 ) -> CompileResult | None:
     """The compile as a patch of the last bundle (patch.py), or None when it cannot be one:
     files added, removed or misnamed, domains changed, problems, or no last bundle. `dirty`
@@ -351,7 +352,7 @@ def _patched_compile(
     )
 
 
-def _last_bundle(cache: CompileCache, cache_dir: Path) -> tuple[Any, bytes] | None:
+def _last_bundle(cache: CompileCache, cache_dir: Path) -> tuple[mmap.mmap | bytes, bytes] | None:
     """(the file of the last bundle, mapped; its manifest) when a compile may patch it
     (patch.py): it was assembled from exactly the cache's entries, with no problem."""
     last, record = cache.bundle, cache.git

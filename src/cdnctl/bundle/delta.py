@@ -33,9 +33,8 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cdnctl.bundle.bundle_bytes import BundleBytes
+from cdnctl.bundle.bundle_bytes import BundleBytes, digest_at, tenant_members
 from cdnctl.bundle.format import TENANTS_OPEN, bundle_json, canonical_json, sha256_tag
-from cdnctl.bundle.patch import find_sorted, tenants_open
 
 Resolver = Callable[[dict[str, Any]], dict[str, Any]]  # a bundle -> the same, secrets resolved
 
@@ -229,22 +228,13 @@ def _patched_changes(
     if head is None or b"\\" in base_manifest or b"\\" in target_manifest:
         return None
     changed: dict[str, str] = {}
-    spans = []
-    for manifest in (base_manifest, target_manifest):
-        # (the wildcards, last, are the shortest map: found from the end)
-        at, end = tenants_open(manifest), manifest.rfind(_MANIFEST_SEPARATORS[1])
-        if at < 0 or end < at:
-            return None
-        spans.append((at, end))
+    manifests = (base_manifest, target_manifest)
+    members = [tenant_members(manifest) for manifest in manifests]
     for tenant in tenants:
-        key = tenant.encode()
         digests = []
-        for manifest, (lo, hi) in zip((base_manifest, target_manifest), spans, strict=True):
-            at = find_sorted(manifest, b",", key, lo, hi)  # `,"<id>":"` (or `{` first)
-            if at < 0:
-                return None
-            at += len(key) + 5
-            end = manifest.find(b'"', at)
+        for manifest, span in zip(manifests, members, strict=True):
+            at = digest_at(manifest, span, tenant) if span else -1
+            end = manifest.find(b'"', at) if at >= 0 else -1
             if end < 0:
                 return None
             digests.append(manifest[at:end])
@@ -347,8 +337,9 @@ def make_delta(
     and the base's (ManifestStore.load checks it): they are not hashed again (160 MB each
     at 1M tenants); an edge still proves the target version from its own manifest."""
     view = bundle if isinstance(bundle, BundleBytes) else BundleBytes(bundle)
-    version = view.version() if checked else sha256_tag(target_manifest)
-    if version is None or view.version() != version:
+    stated = view.version()
+    version = stated if checked else sha256_tag(target_manifest)
+    if stated is None or stated != version:
         raise DeltaError(f"the target manifest ({version}) is not this bundle's")
     if not checked and sha256_tag(base_manifest) != base:
         raise DeltaError(f"the manifest given for {base} is not that version's")

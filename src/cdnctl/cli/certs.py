@@ -14,14 +14,13 @@ from rich.table import Table
 
 from cdnctl.cli.common import DEFAULT_CACHE_DIR, policy_or_exit, print_problems, run_compile
 from cdnctl.cli.edge import (
-    EXIT_FAILED,
     EdgeOpt,
     TokenFileOpt,
     VaultPasswordOpt,
     read_token_or_exit,
     vault_secret,
 )
-from cdnctl.cli.output import Format, FormatOpt, fail, out
+from cdnctl.cli.output import EXIT_FAILED, Format, FormatOpt, fail, out
 from cdnctl.edge.admin_client import edges_from_urls
 from cdnctl.fleet import certificates
 from cdnctl.fleet.dns import DnsError

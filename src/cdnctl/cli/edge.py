@@ -16,7 +16,7 @@ from cdnctl.bundle.format import bundle_json
 from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.bundle.rollout import load_plan, smoke_target, write_deltas, write_resolved
 from cdnctl.bundle.secrets import VAULT_PASSWORD_ENV, SecretResolutionError, resolve_secrets
-from cdnctl.cli.output import err, fail, out
+from cdnctl.cli.output import EXIT_FAILED, err, fail, out
 from cdnctl.edge.admin_client import (
     AdminClient,
     Edge,
@@ -29,9 +29,6 @@ from cdnctl.edge.admin_client import (
 from cdnctl.edge.push import Pusher
 from cdnctl.fleet.targets import edges_from_inventory
 from cdnctl.tenants.policy import PolicyError, load_policy
-
-EXIT_FAILED = 1
-
 
 EdgeOpt = Annotated[
     list[str] | None,

@@ -14,6 +14,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_INVALID = 1
+EXIT_FAILED = 1  # an edge or an apply failed
 EXIT_USAGE = 2
 
 
