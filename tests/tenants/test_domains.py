@@ -1,6 +1,13 @@
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from cdnctl.tenants.domains import DomainClaim, check_domain, find_conflicts
+from cdnctl.tenants.domains import (
+    DomainClaim,
+    _check_unusual_domain,
+    check_domain,
+    find_conflicts,
+)
 from cdnctl.tenants.problems import InputError
 
 
@@ -66,3 +73,35 @@ def test_wildcard_and_exact_of_the_same_tenant_are_fine():
 def test_same_wildcard_twice():
     conflicts = find_conflicts([claim("*.x.test", "one"), claim("*.x.test", "two")])
     assert conflicts[0].why == "the same wildcard"
+
+
+NAMES = st.one_of(
+    st.text("ab0-.", min_size=1, max_size=20),
+    st.text("a.-*", max_size=10).map("{}.test".format),
+    st.text("a1.-", max_size=8).map("*.{}".format),
+    st.text("aB9 ._[]:*-é", max_size=12),
+    st.builds(
+        "{}.{}".format, st.text("ab", min_size=60, max_size=70), st.sampled_from(["io", "9"])
+    ),
+    st.lists(st.sampled_from(["abcdefghi", "x", "0", "1"]), max_size=30).map(".".join),
+)
+
+
+@given(NAMES)
+@settings(max_examples=800, deadline=None)
+@example("*.a.test")
+@example("*.test")
+@example("a.b.123")
+@example("192.0.2.1")
+@example(".".join(["abcdefghi"] * 25) + ".test")
+def test_the_plain_name_shortcut_judges_as_the_full_check(raw):
+    """check_domain takes a one-regex shortcut for names already in their normal form: it
+    must accept what the full check accepts and refuse (by the full check) the rest."""
+
+    def outcome(check):
+        try:
+            return check(raw)
+        except InputError as exc:
+            return exc.reason
+
+    assert outcome(check_domain) == outcome(_check_unusual_domain)

@@ -1,6 +1,13 @@
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from cdnctl.tenants.origins import parse_ipv4_any_notation, parse_origin_url
+from cdnctl.tenants.origins import (
+    _split_with_urlsplit,
+    parse_ipv4_any_notation,
+    parse_origin_url,
+    split_origin_url,
+)
 from cdnctl.tenants.problems import InputError
 
 PRIVATE = "not public"
@@ -126,3 +133,80 @@ def test_default_host_header():
         parse_origin_url("http://o.test:8080", allow_private=False).default_host_header
         == "o.test:8080"
     )
+
+
+URL_PARTS = st.lists(
+    st.sampled_from(
+        [
+            "http",
+            "https",
+            "HTTP",
+            "://",
+            ":",
+            "/",
+            ".",
+            "..",
+            "-",
+            "a",
+            "b0",
+            "x-y",
+            "80",
+            "0",
+            "065536",
+            "@",
+            "?",
+            "#",
+            "%2e",
+            "[",
+            "]",
+            "//",
+            "A",
+            "é",
+        ]
+    ),
+    max_size=12,
+).map("".join)
+# what the shortcut takes, and its near misses
+STRUCTURED = st.builds(
+    "{}://{}{}{}".format,
+    st.sampled_from(["http", "https", "http", "https", "HTTPS", "ftp"]),
+    st.one_of(
+        st.text("ab0-.", min_size=1, max_size=12).map("a{}".format), st.text("aA_é[]:.", max_size=6)
+    ),
+    st.sampled_from(["", "", ":", ":0", ":80", ":08080", ":65535", ":65536", ":123456", ":x"]),
+    st.one_of(
+        st.just(""),
+        st.text("/.a;=~_:%2e*'(", max_size=12).map("/{}".format),
+        st.text("/a@?# é\\", max_size=6),
+    ),
+)
+
+
+@given(
+    st.one_of(
+        URL_PARTS,
+        STRUCTURED,
+        STRUCTURED,
+        st.builds("{}://{}".format, st.sampled_from(["http", "https"]), URL_PARTS),
+    )
+)
+@settings(max_examples=600, deadline=None)
+@example("https://origin-1.example.net/base/")
+@example("http://a.example:0/")
+@example("http://a.example:65536/x")
+@example("http://a.example:00080")
+@example("http://a.example./x//")
+@example("http://a..example/")
+@example("http://a.example/x/../y")
+@example("http://a.example/%2e%2e/y;p=1,2")
+def test_the_plain_url_shortcut_splits_as_urlsplit_does(url):
+    """split_origin_url takes a regex shortcut for common URLs: for every URL, it must give
+    what the urlsplit path gives (the same OriginUrl, or the same refusal)."""
+
+    def outcome(split):
+        try:
+            return split(url)
+        except InputError as exc:
+            return exc.reason
+
+    assert outcome(split_origin_url.__wrapped__) == outcome(_split_with_urlsplit)

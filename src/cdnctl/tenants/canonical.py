@@ -11,8 +11,12 @@ import json
 from typing import Any
 
 # what json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False) uses, made
-# once (dumps builds a new encoder per call: 100k+ calls per compile)
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+# once (dumps builds a new encoder per call: 100k+ calls per compile); without the check
+# for reference cycles (the documents are trees this code builds; a cycle would still fail,
+# as a RecursionError), which costs a dict insert and delete per container
+_encode = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False
+).encode
 
 
 def canonical_json(document: Any) -> bytes:

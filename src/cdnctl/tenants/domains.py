@@ -11,6 +11,11 @@ from cdnctl.tenants.problems import InputError
 
 MAX_NAME = 253
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# A name already in its normal form whose labels are all well formed (optionally under a
+# `*.`), in one match: what check_domain has left to judge of it is its length and last label
+_PLAIN_NAME = re.compile(
+    r"(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+)
 
 
 def normalise_domain(name: str) -> str:
@@ -20,6 +25,17 @@ def normalise_domain(name: str) -> str:
 
 def check_domain(raw: str) -> str:
     """Return the normalised domain or raise InputError. `*.` as first label is allowed."""
+    if (
+        _PLAIN_NAME.fullmatch(raw)
+        and len(raw) <= MAX_NAME
+        and not raw.rpartition(".")[2].isdigit()  # (so not an IPv4 address either)
+        and (raw[0] != "*" or raw.count(".") >= 2)
+    ):
+        return raw
+    return _check_unusual_domain(raw)
+
+
+def _check_unusual_domain(raw: str) -> str:
     if raw != raw.strip():
         raise InputError("domain has surrounding spaces", "remove the spaces")
     name = normalise_domain(raw)

@@ -15,7 +15,13 @@ from urllib.parse import urlsplit
 from cdnctl.tenants.problems import InputError
 
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
-_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+# The common form, split without urlsplit: lowercase scheme and host name, optional port,
+# a path of URL characters; no userinfo, query, fragment, brackets or spaces (anything else
+# goes through urlsplit; both give the same result for what this matches, see the tests).
+_PLAIN_URL = re.compile(
+    r"(https?)://([a-z0-9][a-z0-9.-]*)(?::([0-9]{1,5}))?(/[\w.~!$&'()*+,;=:%/-]*)?", re.ASCII
+)
+_HOST_NAME = re.compile(r"(?:(?!-)[a-z0-9_-]{1,63}(?<!-)\.)*(?!-)[a-z0-9_-]{1,63}(?<!-)")
 # Names that always mean "this machine" or a cloud metadata service.
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 _METADATA_NAMES = frozenset(
@@ -65,6 +71,17 @@ def parse_origin_url(url: str, *, allow_private: bool) -> OriginUrl:
 @lru_cache(maxsize=1024)  # validation, then compilation, split each URL back to back
 def split_origin_url(url: str) -> OriginUrl:
     """The structure of an origin URL (scheme, host, port, path), checked for form only."""
+    plain = _PLAIN_URL.fullmatch(url)
+    if plain is not None:
+        scheme, host, port_text, path = plain.groups()
+        port = int(port_text) if port_text is not None else None
+        if port is not None and not 1 <= port <= 65535:
+            raise InputError("port is not a number between 1 and 65535", "fix the port")
+        return _origin_url(scheme, host, port, path or "")
+    return _split_with_urlsplit(url)
+
+
+def _split_with_urlsplit(url: str) -> OriginUrl:
     if _SPACE_OR_CONTROL.search(url):
         raise InputError("URL contains whitespace or control characters", "remove them")
     try:
@@ -95,13 +112,16 @@ def split_origin_url(url: str) -> OriginUrl:
     raw_host = parts.hostname or ""
     if not raw_host:
         raise InputError("URL has no host", "write e.g. https://origin.example.com")
-    host = raw_host.lower().rstrip(".")
-    if "[" in parts.netloc and ":" not in host:
+    if "[" in parts.netloc and ":" not in raw_host:
         raise InputError("not a valid IPv6 address", "fix the address")
-    path = parts.path.rstrip("/")
+    return _origin_url(scheme, raw_host.lower(), port, parts.path)
+
+
+def _origin_url(scheme: str, host: str, port: int | None, path: str) -> OriginUrl:
+    path = path.rstrip("/")
     if "/../" in path + "/" or "/./" in path + "/" or "//" in path:
         raise InputError("origin path has '.', '..' or empty segments", "write a plain path")
-    return OriginUrl(scheme, host, port or (443 if scheme == "https" else 80), path)
+    return OriginUrl(scheme, host.rstrip("."), port or (443 if scheme == "https" else 80), path)
 
 
 def check_origin_host(host: str, *, bracketed: bool, allow_private: bool) -> None:
@@ -123,11 +143,11 @@ def check_origin_host(host: str, *, bracketed: bool, allow_private: bool) -> Non
             )
         _check_address(literal, allow_private)
         return
-    labels = host.split(".")
-    if not all(_HOST_LABEL.match(label) for label in labels):
+    if not _HOST_NAME.fullmatch(host):
         raise InputError(
             "not a valid host name", "labels are a-z, 0-9, '-' (and '_'), at most 63 long"
         )
+    labels = host.split(".")
     if labels[-1].isdigit() or labels[-1].startswith("0x"):
         raise InputError("host looks like a malformed IP address", "use a DNS name")
     if host in _METADATA_NAMES:

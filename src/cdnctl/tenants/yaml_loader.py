@@ -7,7 +7,7 @@ top. It also records the line of every mapping key so errors can point at it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import operator
 from typing import Any
 
 import yaml
@@ -25,14 +25,22 @@ _RESOLVED_MAX = 4096  # keys and common values; a file's own names and URLs need
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """The safe loader with the implicit tag of a scalar memoised: PyYAML resolves every
-    scalar (keys too) in Python against a list of regular expressions, a sixth of the
-    time a tenant file took to check. The tag depends only on (value, implicit) when no
-    path resolver is registered (none is)."""
+    """The safe loader without path resolvers (none can be added), and so with the implicit
+    tag of a scalar memoised: PyYAML resolves every scalar (keys too) in Python against a
+    list of regular expressions, a sixth of the time a tenant file took to check; the tag
+    depends only on (value, implicit) when no path resolver is registered."""
+
+    # libyaml's composer calls these two around every node, to follow the node's path for
+    # path resolvers. Without any they do nothing: C callables that take the same arguments
+    # and do nothing stand in for them (a Python call each, per node: 7 % of a check).
+    descend_resolver = staticmethod(operator.is_)  # (current_node, current_index): ignored
+    ascend_resolver = staticmethod(tuple)  # (): ignored
+
+    @classmethod
+    def add_path_resolver(cls, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("tenant files are loaded without path resolvers")
 
     def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-        if self.yaml_path_resolvers:
-            return super().resolve(kind, value, implicit)
         if kind is not _SCALAR_NODE:
             return _MAP if kind is _MAPPING_NODE else _SEQ
         if not implicit[0] or (value and _FIRST is not None and value[0] not in _FIRST):
@@ -47,6 +55,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 
 
 _SCALAR_NODE, _MAPPING_NODE, _SEQUENCE_NODE = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
+assert not _Loader.yaml_path_resolvers, "tenant files are loaded without path resolvers"
 _resolved = _RESOLVED.get  # (bound once: resolve runs for every scalar of every file)
 # the first characters PyYAML's implicit resolvers are filed under: a plain scalar starting
 # with another is a string (None: some resolver is filed under every character)
@@ -78,15 +87,31 @@ class VaultString(str):
     """An ansible-vault encrypted string (`!vault |` in YAML). Never decrypted here."""
 
 
-@dataclass
 class LoadedYaml:
-    data: dict[str, Any]
-    lines: dict[tuple[str | int, ...], int] = field(default_factory=dict)
+    """A tenant file's data, and the lines of its keys (found only when asked: a valid
+    file never needs them, and recording them while building took a tenth of a check)."""
+
+    __slots__ = ("_lines", "_root", "data")
+
+    def __init__(self, data: dict[str, Any], root: yaml.Node | None = None) -> None:
+        self.data = data
+        self._root = root
+        self._lines: dict[tuple[str | int, ...], int] | None = None
+
+    @property
+    def lines(self) -> dict[tuple[str | int, ...], int]:
+        """Location (keys and list indexes) -> line (1-based) of every key and list item."""
+        if self._lines is None:
+            self._lines = {}
+            if self._root is not None:
+                _record_lines(self._root, (), self._lines)
+        return self._lines
 
     def line_of(self, loc: tuple[str | int, ...]) -> int | None:
         """Line of the deepest recorded prefix of `loc` (1-based)."""
+        lines = self.lines
         for end in range(len(loc), 0, -1):
-            line = self.lines.get(tuple(loc[:end]))
+            line = lines.get(tuple(loc[:end]))
             if line is not None:
                 return line
         return None
@@ -114,12 +139,11 @@ def load_tenant_yaml(raw: bytes, *, max_bytes: int) -> LoadedYaml:
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    if not text.strip() or all(
-        not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
-    ):
-        raise YamlInputError("file is empty", "write the tenant's settings, or delete the file")
+    empty = YamlInputError("file is empty", "write the tenant's settings, or delete the file")
+    if not text.strip():
+        raise empty
     try:
-        documents = list(yaml.compose_all(text, Loader=_Loader))
+        root = _single_node(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark else None
@@ -128,34 +152,45 @@ def load_tenant_yaml(raw: bytes, *, max_bytes: int) -> LoadedYaml:
         ) from None
     except yaml.YAMLError as exc:
         raise YamlInputError(f"YAML error: {exc}", "fix the YAML syntax") from None
-    if len(documents) != 1:
+    except _MoreDocuments as more:
         raise YamlInputError(
-            f"file holds {len(documents)} YAML documents", "keep exactly one tenant per file"
-        )
-    root = documents[0]
-    if root is None or root.tag != _MAP or not isinstance(root, yaml.MappingNode):
+            f"file holds {more.count} YAML documents", "keep exactly one tenant per file"
+        ) from None
+    if root is None:  # no document: blank lines and comments only
+        raise empty
+    if root.tag != _MAP or not isinstance(root, yaml.MappingNode):
         raise YamlInputError(
             "top level is not a mapping",
             "start the file with `id: <tenant-id>` and the other settings as keys",
-            root.start_mark.line + 1 if root is not None else None,
+            root.start_mark.line + 1,
         )
-    loaded = LoadedYaml(data={})
     # an alias needs an anchor (`&name`): without a `&` anywhere, no node can come twice
-    loaded.data = _build(root, (), loaded.lines, set() if "&" in text else None)
-    return loaded
+    return LoadedYaml(_build(root, set() if "&" in text else None), root)
 
 
-def _build(node: yaml.Node, loc: tuple, lines: dict, seen: set[int] | None) -> Any:
+class _MoreDocuments(Exception):
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+
+def _single_node(text: str) -> yaml.Node | None:
+    """The root node of the one document in `text` (None for none); _MoreDocuments with
+    their count for several. (libyaml's single-document compose, not a generator and a
+    list of documents per file.)"""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    except yaml.composer.ComposerError as exc:
+        if exc.problem != "but found another document":
+            raise
+    finally:
+        loader.dispose()
+    raise _MoreDocuments(len(list(yaml.compose_all(text, Loader=_Loader))))
+
+
+def _build(node: yaml.Node, seen: set[int] | None) -> Any:
     # libyaml resolves an alias to the very node object of its anchor: meeting a node twice
     # means an alias, refused before it can expand (alias bombs stay O(size of file)).
-    if seen is not None:
-        if id(node) in seen:
-            raise YamlInputError(
-                "YAML anchors and aliases are not allowed",
-                "write the value out in full (tenant files must be readable on their own)",
-                lines.get(loc, node.start_mark.line + 1),  # the alias's place, not the anchor's
-            )
-        seen.add(id(node))
     kind = type(node)  # libyaml makes these three exact classes
     if kind is _MAPPING_NODE:
         if node.tag != _MAP:
@@ -177,18 +212,19 @@ def _build(node: yaml.Node, loc: tuple, lines: dict, seen: set[int] | None) -> A
                     "keep one occurrence of the key (YAML would silently keep the last)",
                     key_node.start_mark.line + 1,
                 )
-            child = (*loc, key)
-            lines[child] = key_node.start_mark.line + 1
-            result[key] = _build(value_node, child, lines, seen)
+            if seen is not None:
+                _first_time(value_node, seen, key_node.start_mark.line + 1)  # (the alias's line)
+            result[key] = _build(value_node, seen)
         return result
     if kind is _SEQUENCE_NODE:
         if node.tag != _SEQ:
             raise _bad_tag(node)
+        if seen is None:
+            return [_build(item, None) for item in node.value]
         items = []
-        for index, item in enumerate(node.value):
-            child = (*loc, index)
-            lines[child] = item.start_mark.line + 1
-            items.append(_build(item, child, lines, seen))
+        for item in node.value:
+            _first_time(item, seen, item.start_mark.line + 1)
+            items.append(_build(item, seen))
         return items
     if node.tag == VAULT_TAG:
         return VaultString(node.value.strip())
@@ -196,6 +232,30 @@ def _build(node: yaml.Node, loc: tuple, lines: dict, seen: set[int] | None) -> A
     if convert is None:
         raise _bad_tag(node)
     return convert(node)
+
+
+def _first_time(node: yaml.Node, seen: set[int], line: int) -> None:
+    if id(node) in seen:
+        raise YamlInputError(
+            "YAML anchors and aliases are not allowed",
+            "write the value out in full (tenant files must be readable on their own)",
+            line,
+        )
+    seen.add(id(node))
+
+
+def _record_lines(node: yaml.Node, loc: tuple, lines: dict) -> None:
+    """The line of every key and list item under `node` (a tree `_build` accepted)."""
+    if type(node) is _MAPPING_NODE:
+        for key_node, value_node in node.value:
+            child = (*loc, key_node.value)
+            lines[child] = key_node.start_mark.line + 1
+            _record_lines(value_node, child, lines)
+    elif type(node) is _SEQUENCE_NODE:
+        for index, item in enumerate(node.value):
+            child = (*loc, index)
+            lines[child] = item.start_mark.line + 1
+            _record_lines(item, child, lines)
 
 
 def _bad_tag(node: yaml.Node) -> YamlInputError:
