@@ -74,9 +74,7 @@ def split_origin_url(url: str) -> OriginUrl:
     plain = _PLAIN_URL.fullmatch(url)
     if plain is not None:
         scheme, host, port_text, path = plain.groups()
-        port = int(port_text) if port_text is not None else None
-        if port is not None and not 1 <= port <= 65535:
-            raise InputError("port is not a number between 1 and 65535", "fix the port")
+        port = _checked_port(int(port_text)) if port_text is not None else None
         return _origin_url(scheme, host, port, path or "")
     return _split_with_urlsplit(url)
 
@@ -106,15 +104,21 @@ def _split_with_urlsplit(url: str) -> OriginUrl:
     try:
         port = parts.port
     except ValueError:
-        raise InputError("port is not a number between 1 and 65535", "fix the port") from None
-    if port is not None and not 1 <= port <= 65535:
-        raise InputError("port is not a number between 1 and 65535", "fix the port")
+        port = -1  # not a number: refused below
+    if port is not None:
+        _checked_port(port)
     raw_host = parts.hostname or ""
     if not raw_host:
         raise InputError("URL has no host", "write e.g. https://origin.example.com")
     if "[" in parts.netloc and ":" not in raw_host:
         raise InputError("not a valid IPv6 address", "fix the address")
     return _origin_url(scheme, raw_host.lower(), port, parts.path)
+
+
+def _checked_port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise InputError("port is not a number between 1 and 65535", "fix the port")
+    return port
 
 
 def _origin_url(scheme: str, host: str, port: int | None, path: str) -> OriginUrl:

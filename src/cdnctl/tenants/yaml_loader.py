@@ -2,7 +2,7 @@
 
 Stricter than `yaml.safe_load`: UTF-8 only, a size limit, no anchors/aliases (no alias
 bombs), no duplicate keys, no tags but `!vault` (ansible-vault strings), a mapping at the
-top. It also records the line of every mapping key so errors can point at it.
+top. It also finds the line of every mapping key, when asked, so errors can point at it.
 """
 
 from __future__ import annotations
@@ -139,9 +139,8 @@ def load_tenant_yaml(raw: bytes, *, max_bytes: int) -> LoadedYaml:
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    empty = YamlInputError("file is empty", "write the tenant's settings, or delete the file")
     if not text.strip():
-        raise empty
+        raise _empty_file()
     try:
         root = _single_node(text)
     except yaml.MarkedYAMLError as exc:
@@ -157,7 +156,7 @@ def load_tenant_yaml(raw: bytes, *, max_bytes: int) -> LoadedYaml:
             f"file holds {more.count} YAML documents", "keep exactly one tenant per file"
         ) from None
     if root is None:  # no document: blank lines and comments only
-        raise empty
+        raise _empty_file()
     if root.tag != _MAP or not isinstance(root, yaml.MappingNode):
         raise YamlInputError(
             "top level is not a mapping",
@@ -166,6 +165,10 @@ def load_tenant_yaml(raw: bytes, *, max_bytes: int) -> LoadedYaml:
         )
     # an alias needs an anchor (`&name`): without a `&` anywhere, no node can come twice
     return LoadedYaml(_build(root, set() if "&" in text else None), root)
+
+
+def _empty_file() -> YamlInputError:
+    return YamlInputError("file is empty", "write the tenant's settings, or delete the file")
 
 
 class _MoreDocuments(Exception):
