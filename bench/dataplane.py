@@ -16,6 +16,11 @@ Measured on loopback with wrk, interleaved rounds (plain, edge, plain, edge, ...
   failed requests, and whether nginx master/worker PIDs stayed the same (0 reloads);
 - purge-all latency (admin API round trip).
 Runs in well under 5 minutes on 2 cores; `--apply-only` measures the applies alone.
+`--with-1m` also brings a second edge from 3 tenants to 1M (all new), then applies
+one-tenant deltas to it (a tenant early, in the middle and late in the sorted manifest,
+each changed and then changed back: their median and slowest), with the same load and
+counts, and reports that edge's memory (about 15 minutes more, 20+ GiB of RAM for the
+bundles the benchmark builds).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Any
 import httpx
 
 from cdnctl.bundle.delta import make_delta
-from cdnctl.bundle.format import bundle_json, manifest_bytes
+from cdnctl.bundle.format import bundle_json, manifest_bytes, manifest_version
 from cdnctl.bundle.synthetic import make_bundle, tenant
 from cdnctl.edge.admin_client import AdminClient, Edge
 from cdnctl.edge.nginx_conf import MODULES_DIR, NodeSettings
@@ -199,16 +204,17 @@ class PlainNginx:
         self.process.wait(10)
 
 
-def edge_settings(prefix: Path) -> NodeSettings:
-    """A one-worker edge sized for 100k tenants, its access log as the roles deploy it."""
+def edge_settings(prefix: Path, million: bool = False) -> NodeSettings:
+    """A one-worker edge sized for 100k tenants (or 1M), its access log as the roles deploy
+    it."""
     return NodeSettings(
         prefix=prefix,
         listen=f"127.0.0.1:{free_port()}",
         admin_listen=f"127.0.0.1:{free_port()}",
         admin_token=TOKEN,
         workers=1,
-        config_dict_size="256m",
-        admin_max_body="1024m",
+        config_dict_size="3072m" if million else "256m",
+        admin_max_body="2048m" if million else "1024m",
         access_log_buffer="64k",
     )
 
@@ -325,6 +331,72 @@ def worker_memory(edge: EdgeNode) -> dict[str, float]:
     }
 
 
+def one_changed(base: dict[str, Any], index: int, origin: str, ttl: int) -> dict[str, Any]:
+    """`base` with tenant number `index` given TTL `ttl` (shares every other tenant)."""
+    changed = {**base, "tenants": dict(base["tenants"])}
+    changed["tenants"][f"t{index}"] = tenant(
+        f"t{index}", [f"t{index}.bench.test"], origin, default_ttl=ttl
+    )
+    changed["version"] = manifest_version(changed)
+    return changed
+
+
+def million_tenants(tmp: Path, origin: str) -> dict[str, Any]:
+    """A 1M-tenant all-new apply, then one-tenant deltas there (see the module's doc)."""
+    result: dict[str, Any] = {}
+    edge = EdgeNode(edge_settings(tmp / "edge-1m", million=True))
+    edge.start()
+    try:
+        httpx.post(
+            f"{edge.admin_url}/config",
+            content=bundle_json(tenants_bundle(3, origin)),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ).raise_for_status()
+        base = tenants_bundle(1_000_000, origin)
+        base_bytes = bundle_json(base)
+        result["slowest_request_ms_without_apply"] = slowest_without_apply(edge)
+        result["apply_1m"] = apply_under_load(edge, base_bytes)
+        del base_bytes
+        time.sleep(5)
+        result["edge_1m_memory_after_full"] = worker_memory(edge)
+        deltas: list[dict[str, Any]] = []
+        running, running_manifest = base, manifest_bytes(base)
+        for index in (5, 500_000, 999_999):  # t5, t500000, t999999 in the sorted manifest
+            for ttl in (120, 3600):  # changed, then back as it was
+                target = one_changed(running, index, origin, ttl)
+                target_manifest = manifest_bytes(target)
+                delta = make_delta(
+                    bundle_json(target), target_manifest, running_manifest,
+                    running["version"], checked=True,
+                )  # fmt: skip
+                deltas.append(apply_under_load(edge, delta.body, delta=True))
+                running, running_manifest = target, target_manifest
+        seconds = [d["apply_seconds"] for d in deltas]
+        result["delta_1m_one_changed"] = {
+            "applies": len(deltas),
+            "apply_seconds_median": round(statistics.median(seconds), 3),
+            "apply_seconds_max": max(seconds),
+            "bytes_sent_max": max(d["bytes_sent"] for d in deltas),
+            "slowest_request_ms_during_apply_max": max(
+                d["slowest_request_ms_during_apply"] for d in deltas
+            ),
+            "failed_requests_during_apply": sum(d["failed_requests_during_apply"] for d in deltas),
+            "reloads": sum(d["reloads"] for d in deltas),
+        }
+        time.sleep(5)
+        result["edge_1m_memory"] = worker_memory(edge)
+        baseline = result["slowest_request_ms_without_apply"]
+        result["stall_ms_over_baseline"] = {
+            "apply_1m": round(result["apply_1m"]["slowest_request_ms_during_apply"] - baseline, 1),
+            "delta_1m_one_changed": round(
+                result["delta_1m_one_changed"]["slowest_request_ms_during_apply_max"] - baseline, 1
+            ),
+        }
+    finally:
+        edge.stop()
+    return result
+
+
 def purge_all_latency(edge: EdgeNode) -> float:
     samples = []
     for _ in range(5):
@@ -342,6 +414,8 @@ def purge_all_latency(edge: EdgeNode) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apply-only", action="store_true", help="Skip the HIT series.")
+    parser.add_argument("--with-1m", action="store_true", help="Also 1M tenants (see above).")
+    parser.add_argument("--only-1m", action="store_true", help="Only the 1M figures.")
     args = parser.parse_args()
     started = time.monotonic()
     result: dict[str, Any] = {
@@ -364,6 +438,9 @@ def main() -> None:
             size: EdgeNode(edge_settings(Path(tmp) / f"edge-{size}")) for size in ("3", "100k")
         }
         try:
+            if args.only_1m:
+                result["million"] = million_tenants(Path(tmp), origin.address)
+                return finish(result, started)
             for edge in edges.values():
                 edge.start()
                 httpx.post(
@@ -400,6 +477,8 @@ def main() -> None:
                 name: round(result[name]["slowest_request_ms_during_apply"] - baseline, 1)
                 for name in ("apply_100k", "apply_100k_one_changed", "apply_100k_delta_one_changed")
             }
+            if args.with_1m:
+                result["million"] = million_tenants(Path(tmp), origin.address)
             if args.apply_only:
                 result["purge_all_ms_median"] = purge_all_latency(big_edge)
                 return finish(result, started)

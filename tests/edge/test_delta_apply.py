@@ -336,3 +336,55 @@ def test_deltas_are_persisted_and_replayed_on_start(make_node, make_origin, tmp_
     node.edge.start()
     assert running_state(node, hosts) == before
     assert before[0]["version"] == bundles[2]["version"]
+
+
+def test_deltas_over_a_manifest_of_many_pieces_reach_exactly_their_targets(make_node, make_origin):
+    """The edge keeps a large manifest in pieces of about 64 KiB (manifest_store.lua): deltas
+    that change one tenant mid-way, empty whole pieces, grow one past twice its size, and
+    add keys before the first and after the last each give exactly the target's manifest,
+    and a full bundle after them still drops what it no longer lists."""
+    a = make_origin("a").address
+
+    def host_of(tenant_id: str) -> str:
+        return f"{tenant_id}.zone-{len(tenant_id) % 7}.example.test"
+
+    def fleet(ids: list[str], ttl_of: dict[str, int] | None = None) -> dict:
+        return make_bundle(
+            *(
+                tenant(i, [host_of(i)], a,
+                       default_ttl=(ttl_of or {}).get(i, 3600))
+                for i in ids
+            )
+        )  # fmt: skip
+
+    ids = sorted(f"t{n}" for n in range(4000))  # tenants member ~330 KB, hosts ~190 KB
+    middle = ids[1500:3000]  # more than a piece of either member, in sorted order
+    steps = [
+        fleet(ids),
+        fleet(ids, {ids[2222]: 60}),  # one digest mid-way
+        fleet([i for i in ids if i not in middle]),  # whole pieces emptied
+        fleet(ids + [f"{i}x" for i in middle]),  # back, and one range grows past 2 pieces
+        fleet(["a0", *ids, "z9"]),  # keys before the first and after the last
+    ]
+    node = make_node("pieces", workers=1)
+    node.apply(steps[0]).raise_for_status()
+    for base, target in itertools.pairwise(steps):
+        answer = node.admin.post("/config/delta", content=delta_of(base, target))
+        assert answer.status_code == 200, answer.text
+        manifest = node.admin.get("/config/manifest").content
+        assert manifest == manifest_bytes(target)
+        assert node.admin.get("/config/tenants").json() == {
+            "version": target["version"],
+            "tenants": {i: t["digest"] for i, t in target["tenants"].items()},
+        }
+    final = steps[-1]
+    for tenant_id in ("a0", "z9", ids[2000]):
+        assert served_by(node, host_of(tenant_id)) == "a", tenant_id
+    assert served_by(node, host_of(f"{middle[0]}x")) is None
+    # A full bundle after the deltas: the running index comes from the pieces.
+    last = fleet(ids[:100])
+    answer = node.apply(last).json()
+    assert (answer["changed"], answer["removed"]) == (0, len(final["tenants"]) - 100)
+    assert served_by(node, host_of("z9")) is None
+    assert served_by(node, host_of(ids[5])) == "a"
+    assert node.admin.get("/config/manifest").content == manifest_bytes(last)

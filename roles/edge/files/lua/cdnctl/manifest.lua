@@ -176,5 +176,7 @@ function _M.index_text(text, version)
 end
 
 _M.quoted = quoted
+_M.patch_object = patch_object
+_M.key_at = key_at
 
 return _M

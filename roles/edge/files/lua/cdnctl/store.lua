@@ -1,13 +1,17 @@
 -- Running config: one shared dict, changed tenant by tenant, and an epoch.
 --
 -- Keys of cdn_config: "t:<id>" -> the tenant's JSON text, "h:<host>" / "w:<domain>" ->
--- tenant id, "index" -> the running bundle without its tenants (format, version, hosts,
--- wildcards), "manifest" -> the running bundle's manifest text, whose SHA-256 is the running
--- version (see manifest.lua), "applied" -> every running tenant's fingerprint (the SHA-256
--- of its text, which tells a changed tenant) and digest, packed in one string (see
--- pack_applied), "meta" -> {version, content, commit, applied_at, tenants, deltas}.
+-- tenant id, "index" -> the last full bundle without its tenants (format, version, hosts,
+-- wildcards; a delta drops it, and it is then made from the manifest when an apply needs
+-- it), "mdir", "mstates" and "mp:<n>" -> the running bundle's manifest, whose SHA-256 is the
+-- running version, in pieces (see manifest_store.lua), "applied" -> every tenant of the
+-- last full bundle with its fingerprint (the SHA-256 of its text, which tells a changed
+-- tenant) and digest, packed in one string (see pack_applied), "applied_since" -> the
+-- same for the tenants deltas changed or removed since, "meta" -> {version, content,
+-- commit, applied_at, tenants, deltas}.
 -- ("f:<id>" held one fingerprint each before "applied" existed, "digests" the
--- {version, tenants: {id: digest}} document before "manifest" did.)
+-- {version, tenants: {id: digest}} document before the manifest did, "manifest" the
+-- manifest in one string before it was kept in pieces.)
 --
 -- A delta (apply_delta) names the base version it applies to, the tenants it adds or
 -- changes, the ones it removes and the host index entries that change; it is applied only
@@ -31,6 +35,7 @@ local node = require "cdnctl.node"
 local bundle = require "cdnctl.bundle"
 local fsutil = require "cdnctl.fsutil"
 local manifest = require "cdnctl.manifest"
+local manifest_store = require "cdnctl.manifest_store"
 local policy = require "cdnctl.policy"
 local purge = require "cdnctl.purge"
 local sha256 = require "cdnctl.sha256"
@@ -149,19 +154,19 @@ function _M.tenant_for_host(host)
     return t or nil
 end
 
+-- The running manifest text (see manifest.lua), or nil.
+function _M.manifest()
+    return manifest_store.text(dict) or dict:get("manifest")
+end
+
 -- The JSON {"version", "tenants": {id: digest}} of the running config, or nil.
 function _M.digests_json()
-    local text = dict:get("manifest")
+    local text = _M.manifest()
     local meta = text and _M.meta()
     if meta then
         return manifest.digests_json(text, meta.version)
     end
     return dict:get("digests") -- written by a cdnctl without manifests
-end
-
--- The running manifest text (see manifest.lua), or nil.
-function _M.manifest()
-    return dict:get("manifest")
 end
 
 function _M.meta()
@@ -250,8 +255,8 @@ end
 -- tenant as a tombstone: any 32 bytes, id, " -\n".
 local TOMBSTONE = string.rep("\0", 32)
 
-local function unpack_applied(packed)
-    local fingerprints, digests, pos, len = {}, {}, 1, #packed
+local function unpack_applied(packed, fingerprints, digests)
+    local pos, len = 1, #packed
     while pos < len do
         local space = find(packed, " ", pos + 32, true)
         local nl = find(packed, "\n", space, true)
@@ -283,6 +288,10 @@ end
 -- decoded again.
 local function running_state(parts)
     local running_text = dict:get("index")
+    if not running_text then -- a delta ran since the last full bundle
+        local text, meta = _M.manifest(), _M.meta()
+        running_text = text and meta and manifest.index_text(text, meta.version)
+    end
     local index
     if running_text and index_text(running_text) == index_text(parts.skeleton_text) then
         index = parts.skeleton
@@ -295,7 +304,8 @@ local function running_state(parts)
     local index_of = { hosts = index.hosts, wildcards = index.wildcards }
     local packed = dict:get("applied")
     if packed then
-        local fingerprints, digests = unpack_applied(packed)
+        local fingerprints, digests = unpack_applied(packed, {}, {})
+        unpack_applied(dict:get("applied_since") or "", fingerprints, digests)
         return { index = index_of, digests = digests, fingerprints = fingerprints }
     end
     local digests = cjson.decode(dict:get("digests") or "null")
@@ -409,8 +419,23 @@ local function write_changes(parts, diff, running, meta, verified, pace)
             j.stale[#j.stale + 1] = "f:" .. id
         end
     end
-    j.stale[#j.stale + 1] = "digests" -- the manifest replaced it
-    for key, value in pairs({ index = parts.skeleton_text, manifest = verified,
+    for _, key in ipairs({ "digests", "manifest", "applied_since" }) do -- (see the header)
+        j.stale[#j.stale + 1] = key
+    end
+    local pieces, perr = manifest_store.build(dict, verified, meta.version)
+    if not pieces then
+        return fail(j, perr)
+    end
+    for _, key in ipairs(manifest_store.keys(dict)) do -- the running manifest's pieces
+        j.stale[#j.stale + 1] = key
+    end
+    for key, value in pairs(pieces) do
+        ok, err = journal_set(j, key, value, manifest_store.running_key(key) and dict:get(key))
+        if not ok then
+            return fail(j, err)
+        end
+    end
+    for key, value in pairs({ index = parts.skeleton_text,
         applied = pack_applied(diff.fingerprints, diff.digests),
         meta = cjson.encode(meta) })
     do
@@ -663,8 +688,7 @@ local function apply_delta_now(raw, meta, from_disk, body_file)
         return nil, "delta base " .. d.base .. " is not the running version "
             .. tostring(running_version or "(none)") .. ": send the full bundle", 409
     end
-    local text, packed = dict:get("manifest"), dict:get("applied")
-    if not text or not packed then
+    if not manifest_store.present(dict) then
         return nil, "the running config was applied by a cdnctl without deltas: send the "
             .. "full bundle", 409
     end
@@ -695,12 +719,12 @@ local function apply_delta_now(raw, meta, from_disk, body_file)
     if not edits then
         return nil, ierr
     end
-    local target, merr = manifest.patch(text, { tenants = tenant_edits, hosts = edits.hosts,
-        wildcards = edits.wildcards })
+    local target, merr = manifest_store.patch(dict, { tenants = tenant_edits,
+        hosts = edits.hosts, wildcards = edits.wildcards }, running_version)
     if not target then
         return nil, merr, 409
     end
-    local got = "sha256:" .. sha256.hex(target)
+    local got = target.version
     if got ~= d.version then
         return nil, "version: the running " .. d.base .. " with this delta gives " .. got
             .. ", not the delta's target " .. d.version .. ": make the delta again from the "
@@ -730,7 +754,8 @@ local function apply_delta_now(raw, meta, from_disk, body_file)
             end
         end
     end
-    local appended, n = { packed }, 1
+    local since = dict:get("applied_since")
+    local appended, n = { since or "" }, 1
     for id, fingerprint in pairs(tenants.fingerprints) do
         appended[n + 1], appended[n + 2], appended[n + 3] = fingerprint, id, " "
         appended[n + 4], appended[n + 5] = tenants.changed[id].digest, "\n"
@@ -743,9 +768,18 @@ local function apply_delta_now(raw, meta, from_disk, body_file)
         appended[n + 1], appended[n + 2], appended[n + 3] = TOMBSTONE, id, " -\n"
         n = n + 3
     end
-    for key, value in pairs({ manifest = { target, text },
-        index = { manifest.index_text(target, d.version), dict:get("index") },
-        applied = { concat(appended), packed }, meta = { cjson.encode(meta), dict:get("meta") } })
+    for key, value in pairs(target.writes) do
+        ok, err = journal_set(j, key, value, manifest_store.running_key(key) and dict:get(key))
+        if not ok then
+            return fail(j, err)
+        end
+    end
+    for _, key in ipairs(target.stale) do
+        j.stale[#j.stale + 1] = key
+    end
+    j.stale[#j.stale + 1] = "index" -- made from the manifest when needed (see the header)
+    for key, value in pairs({ applied_since = { concat(appended), since },
+        meta = { cjson.encode(meta), dict:get("meta") } })
     do
         ok, err = journal_set(j, key, value[1], value[2] or false)
         if not ok then
