@@ -431,6 +431,32 @@ def test_a_streamed_bundle_equals_a_held_one(tmp_path, write_tenant, tenants_dir
     assert streamed.bundle == held.bundle and streamed.version == held.version
 
 
+def test_fragments_spilled_while_checking_are_the_cache_blob(
+    tmp_path, write_tenant, tenants_dir, monkeypatch
+):
+    """Fragments written to a new blob as files are checked (FragmentSpill) become the
+    cache's blob: the next compiles read every file's result from it, also after some
+    files changed (their entries kept, copied over), and no spill file is left behind."""
+    cache, old = tmp_path / "cache", time.time() - 60  # (outside the racy window)
+    for i in range(12):
+        os.utime(write_tenant(f"t{i:02d}", shield=(i != 5) or "bad"), (old, old))
+    monkeypatch.setattr(compile_module, "SPILL_FROM", 1)
+    cold = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+    for fixed in ("t05", "t12"):  # t05 fixed (now the bundle assembles), t12 new
+        os.utime(write_tenant(fixed), (old + 1, old + 1))
+    second = compile_paths([tenants_dir], Policy(), cache_dir=cache)  # 10 kept, 2 spilled
+    assert [p.render() for p in cold.problems] and second.ok
+    assert not list(cache.glob("compile-cache.spill.*"))
+    assert len(list(cache.glob("compile-cache.blob.*"))) == 1
+    assert second.bundle == compile_paths([tenants_dir], Policy()).bundle  # as a cold one
+    reads: list[str] = []
+    monkeypatch.setattr(
+        compile_module, "_check_many", lambda paths, *_: reads.extend(paths) or iter(())
+    )
+    warm = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+    assert reads == [] and warm.bundle == second.bundle
+
+
 @pytest.mark.parametrize("in_git", [False, True])
 def test_compiles_sharing_a_cache_dir_stay_consistent(
     tmp_path, write_tenant, tenants_dir, monkeypatch, in_git

@@ -39,6 +39,8 @@ from cdnctl.tenants.validate import (
 
 IGNORED_FILES = frozenset({"schema.json", "README.md", ".gitkeep"})
 PARALLEL_THRESHOLD = 2000  # below this, starting worker processes costs more than it saves
+SPILL_FROM = PARALLEL_THRESHOLD  # files to check from which their fragments go to the cache's
+# blob as they are checked (compile_cache.FragmentSpill), not all at once after the last
 STREAM_FROM = 200_000  # tenants from which a bundle goes to a file, not into memory
 DEFAULT_CACHE_DIR = Path(".cdnctl-cache")
 Progress = Callable[[int], None]
@@ -195,15 +197,23 @@ def check_tenants(
     if progress:
         progress(len(results))
     claims_changed = results.keys() | set(misses) != index.keys()
-    for display, (key, digest, result) in zip(
-        misses, _check_many(misses, policy, progress), strict=True
-    ):
-        results[display] = result
-        fresh[display] = (key, digest, result)
-        claims_changed = claims_changed or cache.claims_of(display) != (
-            result.tenant_id,
-            result.domains,
-        )
+    spill = cache.spill() if len(misses) >= SPILL_FROM else None
+    try:
+        for display, (key, digest, result) in zip(
+            misses, _check_many(misses, policy, progress), strict=True
+        ):
+            results[display] = result
+            fresh[display] = (key, digest, result)
+            if spill is not None:
+                spill.add(display, key, digest, result)
+            claims_changed = claims_changed or cache.claims_of(display) != (
+                result.tenant_id,
+                result.domains,
+            )
+    except BaseException:
+        if spill is not None:
+            spill.discard()
+        raise
     ordered = [results[display] for display in files]
     for result in ordered:
         problems.extend(result.problems)
@@ -252,7 +262,10 @@ def check_tenants(
             indexes=indexes,
             git=record,
             bundle=bundle,
+            spill=spill,
         )
+    elif spill is not None:
+        spill.discard()
     return compiled
 
 
