@@ -537,6 +537,8 @@ def _append_fragments(
     fragments: list[bytes | memoryview] = []
     spilled = spill.entries if spill is not None else {}
     into.update(spilled)
+    if len(spilled) == len(fresh):  # (every spilled file is fresh: so these are all)
+        return offset
     for display, (stat, digest, result) in fresh.items():
         if display in spilled:
             continue
