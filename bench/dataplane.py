@@ -19,8 +19,8 @@ Runs in well under 5 minutes on 2 cores; `--apply-only` measures the applies alo
 `--with-1m` also brings a second edge from 3 tenants to 1M (all new), then applies
 one-tenant deltas to it (a tenant early, in the middle and late in the sorted manifest,
 each changed and then changed back: their median and slowest), with the same load and
-counts, and reports that edge's memory (about 15 minutes more, 20+ GiB of RAM for the
-bundles the benchmark builds).
+counts, and reports that edge's memory (about 7 minutes more on 2 cores; the 1M-tenant
+bundles the benchmark builds take several GiB of RAM). `--only-1m` runs just that part.
 """
 
 from __future__ import annotations
