@@ -125,8 +125,9 @@ class FragmentSpill:
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.name = f"{BLOB_PREFIX}{secrets.token_hex(8)}"
-        self.path = directory / f"{SPILL_PREFIX}{self.name.removeprefix(BLOB_PREFIX)}"
+        token = secrets.token_hex(8)
+        self.name = f"{BLOB_PREFIX}{token}"  # its name once saved
+        self.path = directory / f"{SPILL_PREFIX}{token}"
         self._handle: BinaryIO | None = open(self.path, "wb", buffering=1 << 20)  # noqa: SIM115
         self.entries: dict[str, tuple] = {}  # display -> its index entry, fragment here
         self.size = 0

@@ -1,11 +1,9 @@
--- The running bundle's manifest (src/cdnctl/bundle/format.py, manifest_version) kept as the
--- exact canonical text whose SHA-256 is the running version, and changed in place by a
--- delta: a delta names a few tenants and host index entries, so its target manifest is the
--- running one with those few members of `hosts`, `tenants` (id -> digest) and `wildcards`
--- replaced, inserted or dropped. Each member is found by binary search over the sorted
--- text (canonical JSON sorts keys), so a one-tenant delta costs a few string searches and
--- one copy of the text, not a decode of 100k entries. Whatever this produces is only
--- trusted once its SHA-256 is the delta's target version.
+-- Text-level helpers over the running bundle's manifest (src/cdnctl/bundle/format.py,
+-- manifest_version), the exact canonical text whose SHA-256 is the running version: its
+-- members are found, and the entries of an object of strings located and patched, by
+-- string search over the sorted text (canonical JSON sorts keys), not by decoding 100k
+-- entries. manifest_store.lua keeps the manifest in pieces and patches them with these;
+-- whatever they produce is only trusted once its SHA-256 is the delta's target version.
 local floor = math.floor
 local find = string.find
 local sub = string.sub
@@ -16,7 +14,6 @@ local concat = table.concat
 local sort = table.sort
 local pairs = pairs
 local ipairs = ipairs
-local next = next
 
 local _M = {}
 
@@ -119,41 +116,6 @@ local function patch_object(text, first, last, edits)
         chunks[#chunks + 1] = rest
     end
     return concat(chunks, ",")
-end
-
--- The manifest with `edits` = {member name: {key: value or false}} applied, or nil, error.
--- Members are patched from the last to the first so earlier positions stay valid.
-function _M.patch(text, edits)
-    local spans = {}
-    for name, changes in pairs(edits) do
-        if next(changes) ~= nil then
-            local first, last = _M.member(text, name)
-            if not first then
-                return nil, "the running manifest has no " .. name .. " member"
-            end
-            spans[#spans + 1] = { first, last, changes }
-        end
-    end
-    sort(spans, function(x, y) return x[1] > y[1] end)
-    for _, span in ipairs(spans) do
-        local first, last, changes = span[1], span[2], span[3]
-        text = sub(text, 1, first - 1) .. patch_object(text, first, last, changes)
-            .. sub(text, last + 1)
-    end
-    return text
-end
-
--- The value of `key` in member `name` of the manifest, or nil.
-function _M.get(text, name, key)
-    local first, last = _M.member(text, name)
-    if not first then
-        return nil
-    end
-    local s, e = locate(text, first, last, key)
-    if not e then
-        return nil
-    end
-    return sub(text, s + #quoted(key) + 2, e - 1)
 end
 
 -- {"tenants": {id: digest}, "version": ...} (GET /config/tenants) from the manifest.
