@@ -174,6 +174,37 @@ def test_corrupt_cache_is_ignored(tmp_path, write_tenant, tenants_dir):
     )
 
 
+def test_index_written_in_slices_is_read_whole_and_a_cut_one_ignored(
+    tmp_path, write_tenant, tenants_dir, monkeypatch
+):
+    """The index's entries are marshalled a slice at a time: a warm compile reads every
+    slice (no file checked again), and an index cut inside its entries (a full disk) is
+    ignored, not half read."""
+    from cdnctl.bundle import compile_cache
+
+    old = time.time() - 60  # (outside the racy window)
+    for i in range(7):
+        os.utime(write_tenant(f"t{i}"), (old, old))
+    monkeypatch.setattr(compile_cache, "_ENTRIES_AT_ONCE", 2)
+    cache = tmp_path / "cache"
+    cold = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+    reads: list[str] = []
+    checker = compile_module._check_many
+    monkeypatch.setattr(
+        compile_module, "_check_many", lambda paths, *a: reads.extend(paths) or checker(paths, *a)
+    )
+    (tenants_dir / "t3.yaml").touch()  # (a stat changed: the whole index is read)
+    assert compile_paths([tenants_dir], Policy(), cache_dir=cache).bundle == cold.bundle
+    assert reads == []  # same content: t3's result from its entry
+    index = cache / "compile-cache.index"
+    index.write_bytes(index.read_bytes()[:-40])
+    (tenants_dir / "t5.yaml").touch()
+    assert compile_paths([tenants_dir], Policy(), cache_dir=cache).bundle == cold.bundle
+    # every file checked again, but t3: its entry since is the journal's (valid: the blob
+    # is intact)
+    assert [os.path.basename(read) for read in reads] == [f"t{i}.yaml" for i in (0, 1, 2, 4, 5, 6)]
+
+
 def test_parallel_and_serial_checks_agree(write_tenant, tenants_dir, monkeypatch):
     for i in range(30):
         write_tenant(f"t{i:02d}", shield=(i % 7 != 3) or "bad")
@@ -431,17 +462,31 @@ def test_a_streamed_bundle_equals_a_held_one(tmp_path, write_tenant, tenants_dir
     assert streamed.bundle == held.bundle and streamed.version == held.version
 
 
+@pytest.mark.parametrize("in_workers", [False, True])
 def test_fragments_spilled_while_checking_are_the_cache_blob(
-    tmp_path, write_tenant, tenants_dir, monkeypatch
+    tmp_path, write_tenant, tenants_dir, monkeypatch, in_workers
 ):
-    """Fragments written to a new blob as files are checked (FragmentSpill) become the
-    cache's blob: the next compiles read every file's result from it, also after some
-    files changed (their entries kept, copied over), and no spill file is left behind."""
+    """Fragments written to a new blob as files are checked (FragmentSpill; by the worker
+    processes that check them, or by the compile itself) become the cache's blob: the
+    next compiles read every file's result from it, also after some files changed (their
+    entries kept, copied over), and no spill file is left behind."""
     cache, old = tmp_path / "cache", time.time() - 60  # (outside the racy window)
     for i in range(12):
         os.utime(write_tenant(f"t{i:02d}", shield=(i != 5) or "bad"), (old, old))
     monkeypatch.setattr(compile_module, "SPILL_FROM", 1)
+    if in_workers:  # (batches of 3 files: the two workers append to the file at once)
+        monkeypatch.setattr(compile_module, "PARALLEL_THRESHOLD", 1)
+        monkeypatch.setattr(compile_module, "BATCH", 3)
     cold = compile_paths([tenants_dir], Policy(), cache_dir=cache)
+    assert [p.render() for p in cold.problems] == [
+        p.render() for p in compile_paths([tenants_dir], Policy()).problems
+    ]
+    spilled = {r.tenant_id: bytes(r.fragment) for r in cold.results if r.fragment is not None}
+    assert len(spilled) == 11 and spilled == {
+        r.tenant_id: r.fragment
+        for r in compile_paths([tenants_dir], Policy()).results
+        if r.fragment is not None
+    }
     for fixed in ("t05", "t12"):  # t05 fixed (now the bundle assembles), t12 new
         os.utime(write_tenant(fixed), (old + 1, old + 1))
     second = compile_paths([tenants_dir], Policy(), cache_dir=cache)  # 10 kept, 2 spilled

@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import mmap
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import BinaryIO
+
+from cdnctl.bundle.mapped_files import RELEASE_EVERY, FileMap, release, write_releasing
 
 _VERSION = b'"version":"'
 _VERSION_LENGTH = len("sha256:") + 64
@@ -92,6 +94,18 @@ def digest_at(manifest: bytes, members: tuple[int, int], tenant: str) -> int:
     return at + len(tenant) + 5 if at >= 0 else -1
 
 
+def _slices(parts: Iterable[bytes | memoryview], most: int) -> Iterable[bytes | memoryview]:
+    """The parts, each cut in slices of at most `most` bytes (so that the pages of one
+    mapped part of a gigabyte are dropped while it is written, not after)."""
+    for part in parts:
+        if len(part) <= most:
+            yield part
+            continue
+        view = memoryview(part)
+        for at in range(0, len(view), most):
+            yield view[at : at + most]
+
+
 class BundleBytes:
     def __init__(self, data: bytes | mmap.mmap, patches: Sequence[Span] = ()) -> None:
         """`data` with `patches` applied: each (start, end, text), data[start:end] read as
@@ -130,16 +144,17 @@ class BundleBytes:
         of the GIL over large buffers): `sha256_tag` is then known."""
         parts = self.pieces()
         if self._sha256 is not None or self._size < 1 << 20:
-            handle.writelines(parts)
+            write_releasing(handle, parts)
             return
         digest = hashlib.sha256()
         hashing = threading.Thread(target=lambda: [digest.update(part) for part in parts])
         hashing.start()
         try:
-            for part in parts:
-                handle.write(part)
+            write_releasing(handle, _slices(parts, RELEASE_EVERY // 4))
         finally:
             hashing.join()
+        if isinstance(self.data, FileMap):  # (what the hashing read after the last drop)
+            release([self.data])
         self._sha256 = "sha256:" + digest.hexdigest()
 
     def version_at(self) -> int:

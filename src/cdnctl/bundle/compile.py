@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import itertools
 import json
 import mmap
 import os
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdnctl.bundle import patch
+from cdnctl.bundle import compile_cache, patch
 from cdnctl.bundle.bundle_bytes import BundleBytes
 from cdnctl.bundle.compile_cache import CompileCache, GitRecord, StatKey, code_fingerprint
 from cdnctl.bundle.format import BUNDLE_FORMAT, sha256_tag
@@ -41,6 +42,7 @@ IGNORED_FILES = frozenset({"schema.json", "README.md", ".gitkeep"})
 PARALLEL_THRESHOLD = 2000  # below this, starting worker processes costs more than it saves
 SPILL_FROM = PARALLEL_THRESHOLD  # files to check from which their fragments go to the cache's
 # blob as they are checked (compile_cache.FragmentSpill), not all at once after the last
+BATCH = 1000  # files per task of a worker process
 STREAM_FROM = 200_000  # tenants from which a bundle goes to a file, not into memory
 DEFAULT_CACHE_DIR = Path(".cdnctl-cache")
 Progress = Callable[[int], None]
@@ -199,17 +201,18 @@ def check_tenants(
     claims_changed = results.keys() | set(misses) != index.keys()
     spill = cache.spill() if len(misses) >= SPILL_FROM else None
     try:
-        for display, (key, digest, result) in zip(
-            misses, _check_many(misses, policy, progress), strict=True
-        ):
+        checked = _check_many(misses, policy, progress, str(spill.path) if spill else None)
+        for display, (key, digest, result, position, length) in zip(misses, checked, strict=True):
             results[display] = result
             fresh[display] = (key, digest, result)
             if spill is not None:
-                spill.add(display, key, digest, result)
+                spill.add(display, key, digest, result, position, length)
             claims_changed = claims_changed or cache.claims_of(display) != (
                 result.tenant_id,
                 result.domains,
             )
+        if spill is not None:
+            _with_spilled_fragments(spill, results, fresh)
     except BaseException:
         if spill is not None:
             spill.discard()
@@ -236,6 +239,7 @@ def check_tenants(
                 compiled.bytes_of = BundleBytes(mapped)
         if compiled.bytes_of is None:
             compiled.bundle = b"".join(pieces)
+        del pieces  # (a line head per tenant: 70 MB at 1M, not held through the save)
         if cache_dir is not None:
             ManifestStore(cache_dir).save(compiled.version, compiled.manifest)
     record = None
@@ -461,24 +465,29 @@ def _sha256_of(path: str) -> bytes:
 
 
 def _check_many(
-    paths: list[str], policy: Policy, progress: Progress | None
-) -> Iterable[tuple[StatKey, bytes, FileResult]]:
-    """(stat, content sha256, result) per path; in worker processes when there are many."""
+    paths: list[str], policy: Policy, progress: Progress | None, spill: str | None = None
+) -> Iterable[tuple[StatKey, bytes, FileResult, int, int]]:
+    """(stat, content sha256, result, fragment position, its length) per path; in worker
+    processes when there are many. `spill`: a spill file (compile_cache.FragmentSpill) the
+    fragments are appended to where they are checked, and not sent back (their position
+    is: -1 for none)."""
     if not paths:
         return
     with _cycle_collection(True):
         if len(paths) < PARALLEL_THRESHOLD or (os.cpu_count() or 1) < 2:
-            for path in paths:
-                yield _read_and_check(path, policy)
+            for at in range(0, len(paths), 100 if spill else 1):
+                batch = _check_batch(paths[at : at + (100 if spill else 1)], policy, spill)
+                for stat, digest, fields, position, length in batch:
+                    yield stat, digest, _new_tuple(FileResult, fields), position, length
                 if progress:
-                    progress(1)
+                    progress(len(batch))
             return
-        chunk = 1000
-        batches = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+        batches = [paths[i : i + BATCH] for i in range(0, len(paths), BATCH)]
+        count = len(batches)
         with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 2, 8)) as pool:
-            for batch in pool.map(_check_batch, batches, [policy] * len(batches)):
-                for stat, digest, fields in batch:
-                    yield stat, digest, _new_tuple(FileResult, fields)
+            for batch in pool.map(_check_batch, batches, [policy] * count, [spill] * count):
+                for stat, digest, fields, position, length in batch:
+                    yield stat, digest, _new_tuple(FileResult, fields), position, length
                 if progress:
                     progress(len(batch))
 
@@ -501,12 +510,47 @@ def _read_and_check(path: str, policy: Policy) -> tuple[StatKey, bytes, FileResu
     return key, hashlib.sha256(raw).digest(), check_file(path, raw, policy)
 
 
-def _check_batch(paths: list[str], policy: Policy) -> list[tuple[StatKey, bytes, tuple]]:
-    # results as plain tuples: unpickling 100k NamedTuples runs their Python __new__
-    return [
-        (key, digest, tuple(result))
-        for key, digest, result in map(_read_and_check, paths, [policy] * len(paths))
-    ]
+def _check_batch(
+    paths: list[str], policy: Policy, spill: str | None
+) -> list[tuple[StatKey, bytes, tuple, int, int]]:
+    """`_check_many`'s items for `paths`, results as plain tuples: unpickling 100k
+    NamedTuples runs their Python __new__. With `spill`, fragments are appended there in
+    one write and their results carry None instead."""
+    checked = [_read_and_check(path, policy) for path in paths]
+    if spill is None:
+        return [(key, digest, tuple(result), -1, 0) for key, digest, result in checked]
+    fragments = [result.fragment for _, _, result in checked if result.fragment is not None]
+    position = compile_cache.append_fragments(spill, fragments) if fragments else 0
+    out = []
+    for key, digest, result in checked:
+        fragment, length = result.fragment, 0
+        if fragment is not None:
+            length = len(fragment)
+            out.append((key, digest, (*result[:3], None, *result[4:]), position, length))
+            position += length
+        else:
+            out.append((key, digest, tuple(result), -1, 0))
+    return out
+
+
+def _with_spilled_fragments(
+    spill: compile_cache.FragmentSpill,
+    results: dict[str, FileResult],
+    fresh: dict[str, tuple[StatKey, bytes, FileResult]],
+) -> None:
+    """Give the results of spilled files their fragments, as views of the spill file (as
+    a cached result's are views of the cache's blob)."""
+    view = spill.fragment_view()
+    for display, entry in spill.entries.items():
+        position = entry[4]
+        if position < 0:
+            continue
+        result = results[display]
+        result = _new_tuple(
+            FileResult, (*result[:3], view[position : position + entry[5]], *result[4:])
+        )
+        results[display] = result
+        fresh[display] = (*fresh[display][:2], result)
 
 
 def assemble_bundle(
@@ -547,16 +591,18 @@ def bundle_pieces(
     tenant_parts: list[bytes | memoryview] = [b""] * (2 * len(valid))
     tenant_parts[0::2] = [f',\n"{result.tenant_id}":'.encode() for result in valid]
     tenant_parts[1::2] = [result.fragment or b"" for result in valid]
-    digests = [f'"{result.tenant_id}":"{result.digest}"' for result in valid]
     if tenant_parts:
         tenant_parts[0] = tenant_parts[0][1:]  # no comma before the first tenant
     tenant_parts.append(b"\n")
-    head = b'{"format":' + str(BUNDLE_FORMAT).encode() + b',"hosts":' + indexes[0]
-    tail = b',"wildcards":' + indexes[1] + b"}"
-    manifest = head + b',"tenants":{' + ",".join(digests).encode() + b"}" + tail
+    # (the host indexes, 80 MB at 1M tenants, as pieces: not copied into a head and a tail)
+    head = [b'{"format":' + str(BUNDLE_FORMAT).encode() + b',"hosts":', indexes[0]]
+    tail = [b',"wildcards":', indexes[1], b"}"]
+    members = _joined(",", (f'"{result.tenant_id}":"{result.digest}"' for result in valid))
+    manifest = b"".join([*head, b',"tenants":{', members, b"}", *tail])
+    del members
     version = sha256_tag(manifest)
-    tenant_parts[:0] = [head, b',"tenants":{']
-    tenant_parts.extend([b'},"version":"', version.encode(), b'"', tail])
+    tenant_parts[:0] = [*head, b',"tenants":{']
+    tenant_parts.extend([b'},"version":"', version.encode(), b'"', *tail])
     return tenant_parts, version, indexes, manifest
 
 
@@ -570,7 +616,21 @@ def _index_json(index: dict[str, str]) -> bytes:
     Validated domains and ids are plain ASCII ([a-z0-9.*-]) that JSON never escapes, so
     they are written directly; this is ~5x faster than json.dumps at 100k+ names.
     """
-    return ("{" + ",".join(f'"{name}":"{index[name]}"' for name in sorted(index)) + "}").encode()
+    members = _joined(",", (f'"{name}":"{index[name]}"' for name in sorted(index)))
+    return b"".join([b"{", members, b"}"])
+
+
+_JOIN_EVERY = 1 << 16  # texts joined at a time (`_joined`)
+
+
+def _joined(separator: str, texts: Iterator[str]) -> bytes:
+    """separator.join(texts), encoded (ASCII), a slice of texts at a time: the list of every
+    text (2M host names at 1M tenants: 160 MB), their join and its encoding are never all
+    held at once."""
+    parts: list[bytes] = []
+    while chunk := list(itertools.islice(texts, _JOIN_EVERY)):
+        parts.append(separator.join(chunk).encode())
+    return separator.encode().join(parts)
 
 
 def compile_paths(

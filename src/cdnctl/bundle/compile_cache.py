@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import marshal
 import mmap
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import cdnctl
+from cdnctl.bundle.mapped_files import map_file, write_releasing
 from cdnctl.tenants.problems import Problem
 from cdnctl.tenants.validate import FileResult
 
@@ -46,7 +48,7 @@ LOCK_NAME = "compile-cache.lock"
 _RACY_WINDOW_NS = 2_000_000_000
 COMPACT_SLACK = 1 << 20  # garbage tolerated in the blob beyond as much as is live
 JOURNAL_SLACK = 1 << 20  # journal tolerated beyond an eighth of the index
-_FORMAT = 10
+_FORMAT = 11
 _LENGTH = struct.Struct("<Q")
 _SAME = "same"  # in a journal record: this part of the state did not change
 _FOLLOWS = "follows"  # in the index's state: the host indexes follow it, marshalled apart
@@ -91,6 +93,7 @@ RESULT_MODULES = (
     "bundle",
     "bundle.compile_cache",
     "bundle.format",
+    "bundle.mapped_files",
     "tenants",
     "tenants.canonical",
     "tenants.domains",
@@ -118,37 +121,56 @@ def code_fingerprint() -> str:
 
 
 class FragmentSpill:
-    """A new blob, written while the files are still being checked (`add` per result as it
-    arrives from the workers): a cold compile of 1M tenants then does not write 1 GB of
-    fragments after the last file, on one core. `CompileCache.save(spill=...)` makes it
-    the cache's blob; until then it has a name no other compile uses or removes."""
+    """A new blob, written while the files are still being checked: each batch of checked
+    files appends its fragments (`append_fragments`, in the worker process that checked
+    them) and the compile records their entries (`add`). A cold compile of 1M tenants then
+    does not write 1 GB of fragments after the last file, on one core, nor holds them:
+    `fragment_view` maps them from the file. `CompileCache.save(spill=...)` makes it the
+    cache's blob; until then it has a name no other compile uses or removes."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(8)
         self.name = f"{BLOB_PREFIX}{token}"  # its name once saved
         self.path = directory / f"{SPILL_PREFIX}{token}"
-        self._handle: BinaryIO | None = open(self.path, "wb", buffering=1 << 20)  # noqa: SIM115
+        self.path.touch(exist_ok=False)
         self.entries: dict[str, tuple] = {}  # display -> its index entry, fragment here
-        self.size = 0
+        self._view: memoryview | None = None
 
-    def add(self, display: str, stat: StatKey, content_sha256: bytes, result: FileResult) -> None:
-        if self._handle is None:
-            raise ValueError("this spill is closed: its blob is saved or gone")
-        position, length = -1, 0
-        if result.fragment is not None:
-            position, length = self.size, self._handle.write(result.fragment)
-            self.size += length
+    def add(
+        self, display: str, stat: StatKey, content_sha256: bytes, result: FileResult,
+        position: int, length: int,
+    ) -> None:  # fmt: skip
+        """Record the entry of a file whose fragment was appended at `position`."""
         self.entries[display] = _entry(stat, content_sha256, result, position, length)
 
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def fragment_view(self) -> memoryview:
+        """The fragments written (once every batch is in: the file mapped)."""
+        if self._view is None:
+            self._view = memoryview(map_file(self.path))
+        return self._view
 
     def discard(self) -> None:
-        self.close()
         self.path.unlink(missing_ok=True)
+
+
+def append_fragments(path: str, fragments: list[bytes]) -> int:
+    """Append the fragments to the spill file at `path` in one write, from any process
+    (O_APPEND: each write lands whole at the end, whoever else appends); where they
+    begin."""
+    data = b"".join(fragments)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(f"{path}: short write ({written} of {len(data)} bytes): disk full?")
+        return os.lseek(fd, 0, os.SEEK_CUR) - written
+    finally:
+        os.close(fd)
 
 
 class CompileCache:
@@ -185,7 +207,7 @@ class CompileCache:
         if self.directory is None or not (self.directory / INDEX_NAME).is_file():
             return
         try:
-            data = memoryview(_map(self.directory / INDEX_NAME))  # entries: read when used
+            data = memoryview(map_file(self.directory / INDEX_NAME))  # entries: read when used
             (length,) = _LENGTH.unpack_from(data)
             fmt, fingerprint, token, blob_name, state = marshal.loads(
                 data[_LENGTH.size : _LENGTH.size + length]
@@ -200,7 +222,7 @@ class CompileCache:
                 return
             overlay: dict[str, tuple | None] = {}
             journal_size = self._replay(token, blob_name, overlay, state)
-            blob = memoryview(_map(self.directory / blob_name))
+            blob = memoryview(map_file(self.directory / blob_name))
             if len(blob) < state[1]:
                 return  # truncated: fragments it points at are gone
         except (OSError, EOFError, ValueError, TypeError, struct.error):
@@ -222,12 +244,13 @@ class CompileCache:
     def indexes(self) -> tuple[bytes, bytes] | None:
         """The last compile's (hosts, wildcards) JSON (unmarshalled now if not yet)."""
         if self._indexes_at:
-            try:
-                indexes = marshal.loads(self._indexes_at)
-            except (EOFError, ValueError, TypeError):
-                indexes = None
-            if isinstance(indexes, tuple) and len(indexes) == 2:
-                self._indexes = indexes
+            at = self._indexes_at
+            (hosts,) = _LENGTH.unpack_from(at) if len(at) >= _LENGTH.size else (-1,)
+            if 0 <= hosts <= len(at) - _LENGTH.size:
+                self._indexes = (
+                    bytes(at[_LENGTH.size : _LENGTH.size + hosts]),
+                    bytes(at[_LENGTH.size + hosts :]),
+                )
             self._indexes_at = memoryview(b"")
         return self._indexes
 
@@ -241,10 +264,8 @@ class CompileCache:
         as if there were none)."""
         if self._index is None:
             try:
-                index = marshal.loads(self._entries)
-                if not isinstance(index, dict):
-                    raise TypeError("not an index")
-            except (EOFError, ValueError, TypeError):
+                index = _load_entries(self._entries)
+            except (EOFError, ValueError, TypeError, struct.error):
                 index = {}
                 self.fleet_clean, self.indexes, self.git, self.bundle = False, None, None, None
                 self._journal_size = -1
@@ -361,7 +382,6 @@ class CompileCache:
             kept = set(unchanged)
             index = {display: self.index[display] for display in kept}
             if spill is not None:
-                spill.close()
                 os.replace(spill.path, self.directory / spill.name)
                 blob_name = spill.name
             elif self._blob_reusable(
@@ -390,16 +410,14 @@ class CompileCache:
                     return
             state[3] = _FOLLOWS
             head = (_FORMAT, self.fingerprint, secrets.token_hex(8), blob_name, state)
-            head_bytes, indexes_bytes = marshal.dumps(head), marshal.dumps(indexes)
+            head_bytes = marshal.dumps(head)
             _write_atomically(
                 self.directory / INDEX_NAME,
-                [
-                    _LENGTH.pack(len(head_bytes)),
-                    head_bytes,
-                    _LENGTH.pack(len(indexes_bytes)),
-                    indexes_bytes,
-                    marshal.dumps(index, _NO_REFS),
-                ],
+                itertools.chain(
+                    [_LENGTH.pack(len(head_bytes)), head_bytes],
+                    _indexes_section(indexes),
+                    _dumped_entries(index),  # (made as they are written)
+                ),
             )
             (self.directory / JOURNAL_NAME).unlink(missing_ok=True)
             for stale in self.directory.glob(f"{BLOB_PREFIX}*"):
@@ -463,7 +481,7 @@ class CompileCache:
         if record is None or self.directory is None:
             return None
         try:
-            data = _map(self.directory / record.name)
+            data = map_file(self.directory / record.name)
         except OSError:
             return None
         return data if len(data) == record.size else None
@@ -575,15 +593,6 @@ def _entry(
     )
 
 
-def _map(path: Path) -> mmap.mmap | bytes:
-    """The file's bytes, mapped read-only (it stays readable if replaced or removed)."""
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size == 0:
-            return b""
-        return mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ)
-
-
 def _to_result(blob: memoryview, display: str, entry: tuple) -> FileResult:
     _, _, tenant_id, domains, offset, length, problems, digest = entry
     fragment = blob[offset : offset + length] if offset >= 0 else None
@@ -593,14 +602,55 @@ def _to_result(blob: memoryview, display: str, entry: tuple) -> FileResult:
     return _new_tuple(FileResult, (display, tenant_id, domains, fragment, problems, digest))
 
 
+def _indexes_section(indexes: tuple[bytes, bytes] | None) -> list[bytes]:
+    """The host indexes in the index file, as they are (marshalled, they were copied: 80 MB
+    at 1M tenants): the section's length, the hosts JSON's length, both JSONs."""
+    if indexes is None:
+        return [_LENGTH.pack(0)]
+    hosts, wildcards = indexes
+    size = _LENGTH.size + len(hosts) + len(wildcards)
+    return [_LENGTH.pack(size), _LENGTH.pack(len(hosts)), hosts, wildcards]
+
+
+_ENTRIES_AT_ONCE = 1 << 16  # entries per marshalled slice of the index
+
+
+def _dumped_entries(index: dict[str, tuple]) -> Iterator[bytes]:
+    """The index's entries as marshalled dicts of `_ENTRIES_AT_ONCE` entries, each after
+    its length, made as they are written: at 1M entries one marshalled dict held 250 MB at
+    the peak of a cold compile."""
+    entries = iter(index.items())
+    while chunk := dict(itertools.islice(entries, _ENTRIES_AT_ONCE)):
+        dumped = marshal.dumps(chunk, _NO_REFS)
+        yield _LENGTH.pack(len(dumped))
+        yield dumped
+
+
+def _load_entries(data: memoryview) -> dict[str, tuple]:
+    """The entries `_dumped_entries` wrote (ValueError and the like when they are torn)."""
+    index: dict[str, tuple] | None = None
+    at = 0
+    while at < len(data):
+        (length,) = _LENGTH.unpack_from(data, at)
+        if at + _LENGTH.size + length > len(data):
+            raise EOFError("the index's entries are cut short")
+        chunk = marshal.loads(data[at + _LENGTH.size : at + _LENGTH.size + length])
+        if not isinstance(chunk, dict):
+            raise TypeError("not an index")
+        if index is None:
+            index = chunk
+        else:
+            index.update(chunk)
+        at += _LENGTH.size + length
+    return index if index is not None else {}
+
+
 def _write_atomically(path: Path, pieces: Iterable[bytes | memoryview]) -> int:
     """Write the pieces as the file at `path` (all or nothing); the bytes written."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cache-")
-    size = 0
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-            for piece in pieces:
-                size += handle.write(piece)
+            size = write_releasing(handle, pieces)
         os.replace(tmp, path)
         return size
     except BaseException:
