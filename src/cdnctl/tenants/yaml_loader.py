@@ -17,8 +17,9 @@ from cdnctl.tenants.problems import InputError
 
 try:  # libyaml's parser is ~10x faster; PyYAML wheels ship it
     _BaseLoader: type = yaml.CSafeLoader
+    _parser_init: Any = yaml.cyaml.CParser.__init__
 except AttributeError:  # pragma: no cover - only on PyYAML builds without libyaml
-    _BaseLoader = yaml.SafeLoader
+    _BaseLoader, _parser_init = yaml.SafeLoader, None
 
 _RESOLVED: dict[tuple[str, tuple[bool, bool]], str] = {}
 _RESOLVED_MAX = 4096  # keys and common values; a file's own names and URLs need no memo
@@ -35,6 +36,12 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     # and do nothing stand in for them (a Python call each, per node: 7 % of a check).
     descend_resolver = staticmethod(operator.is_)  # (current_node, current_index): ignored
     ascend_resolver = staticmethod(tuple)  # (): ignored
+
+    if _parser_init is not None:
+        # libyaml's parser alone: the constructor's and the resolver's state (dicts and
+        # lists, made per file) is never used, as nodes are built here (`_build`) and
+        # resolved without path resolvers
+        __init__ = _parser_init
 
     @classmethod
     def add_path_resolver(cls, *args: Any, **kwargs: Any) -> None:
@@ -217,7 +224,10 @@ def _build(node: yaml.Node, seen: set[int] | None) -> Any:
                 )
             if seen is not None:
                 _first_time(value_node, seen, key_node.start_mark.line + 1)  # (the alias's line)
-            result[key] = _build(value_node, seen)
+            if type(value_node) is _SCALAR_NODE and value_node.tag == _STR:
+                result[key] = value_node.value  # (most values: no call for them)
+            else:
+                result[key] = _build(value_node, seen)
         return result
     if kind is _SEQUENCE_NODE:
         if node.tag != _SEQ:
