@@ -144,10 +144,6 @@ class FragmentSpill:
         """Record the entry of a file whose fragment was appended at `position`."""
         self.entries[display] = _entry(stat, content_sha256, result, position, length)
 
-    @property
-    def size(self) -> int:
-        return self.path.stat().st_size
-
     def fragment_view(self) -> memoryview:
         """The fragments written (once every batch is in: the file mapped)."""
         if self._view is None:
