@@ -475,8 +475,9 @@ def _check_many(
         return
     with _cycle_collection(True):
         if len(paths) < PARALLEL_THRESHOLD or (os.cpu_count() or 1) < 2:
-            for at in range(0, len(paths), 100 if spill else 1):
-                batch = _check_batch(paths[at : at + (100 if spill else 1)], policy, spill)
+            step = 100 if spill else 1  # (a spill file takes one write per batch)
+            for at in range(0, len(paths), step):
+                batch = _check_batch(paths[at : at + step], policy, spill)
                 for stat, digest, fields, position, length in batch:
                     yield stat, digest, _new_tuple(FileResult, fields), position, length
                 if progress:
@@ -523,13 +524,12 @@ def _check_batch(
     position = compile_cache.append_fragments(spill, fragments) if fragments else 0
     out = []
     for key, digest, result in checked:
-        fragment, length = result.fragment, 0
-        if fragment is not None:
-            length = len(fragment)
-            out.append((key, digest, (*result[:3], None, *result[4:]), position, length))
-            position += length
-        else:
+        if result.fragment is None:
             out.append((key, digest, tuple(result), -1, 0))
+            continue
+        length = len(result.fragment)
+        out.append((key, digest, (*result[:3], None, *result[4:]), position, length))
+        position += length
     return out
 
 
@@ -538,17 +538,8 @@ def _with_spilled_fragments(
     results: dict[str, FileResult],
     fresh: dict[str, tuple[StatKey, bytes, FileResult]],
 ) -> None:
-    """Give the results of spilled files their fragments, as views of the spill file (as
-    a cached result's are views of the cache's blob)."""
-    view = spill.fragment_view()
-    for display, entry in spill.entries.items():
-        position = entry[4]
-        if position < 0:
-            continue
-        result = results[display]
-        result = _new_tuple(
-            FileResult, (*result[:3], view[position : position + entry[5]], *result[4:])
-        )
+    """Give the results of spilled files their fragments, as views of the spill file."""
+    for display, result in spill.results():
         results[display] = result
         fresh[display] = (*fresh[display][:2], result)
 
@@ -599,7 +590,6 @@ def bundle_pieces(
     tail = [b',"wildcards":', indexes[1], b"}"]
     members = _joined(",", (f'"{result.tenant_id}":"{result.digest}"' for result in valid))
     manifest = b"".join([*head, b',"tenants":{', members, b"}", *tail])
-    del members
     version = sha256_tag(manifest)
     tenant_parts[:0] = [*head, b',"tenants":{']
     tenant_parts.extend([b'},"version":"', version.encode(), b'"', *tail])

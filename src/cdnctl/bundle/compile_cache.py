@@ -150,6 +150,14 @@ class FragmentSpill:
             self._view = memoryview(map_file(self.path))
         return self._view
 
+    def results(self) -> Iterator[tuple[str, FileResult]]:
+        """(display, result) of each spilled file that has a fragment, the fragment a view
+        of the file (as a cached result's is of the blob): once every batch is in."""
+        view = self.fragment_view()
+        for display, entry in self.entries.items():
+            if entry[4] >= 0:
+                yield display, _to_result(view, display, entry)
+
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
 
