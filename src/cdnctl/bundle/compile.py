@@ -16,6 +16,7 @@ import itertools
 import json
 import mmap
 import os
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ SPILL_FROM = PARALLEL_THRESHOLD  # files to check from which their fragments go 
 # blob as they are checked (compile_cache.FragmentSpill), not all at once after the last
 BATCH = 1000  # files per task of a worker process
 STREAM_FROM = 200_000  # tenants from which a bundle goes to a file, not into memory
+ASK_GIT_AGAIN_FROM = 1000  # files read from which a compile in git asks git status again
 DEFAULT_CACHE_DIR = Path(".cdnctl-cache")
 Progress = Callable[[int], None]
 _new_tuple = tuple.__new__  # a NamedTuple without its Python-level constructor
@@ -143,6 +145,7 @@ def check_tenants(
     `checkout_clean`: the caller vouches that the tenants' git work tree holds exactly
     HEAD's files (git_changes.py).
     """
+    started_ns = time.time_ns()
     cache = CompileCache(cache_dir, f"{code_fingerprint()}-{policy.fingerprint()}")
     git = GitView.of(paths[0]) if cache_dir and len(paths) == 1 and paths[0].is_dir() else None
     fits = _git_record_fits(cache, git)
@@ -244,12 +247,11 @@ def check_tenants(
             ManifestStore(cache_dir).save(compiled.version, compiled.manifest)
     record = None
     if git is not None and seen is not None:
-        prefix = os.path.join(str(paths[0]), "")
         record = GitRecord(
             git.top,
             str(paths[0]),
             git.head,
-            tuple(sorted({prefix + name for name in seen[1]} | fresh.keys())),
+            _still_to_check(git, paths[0], seen[1], fresh, checkout_clean, started_ns),
             tuple(sorted(p.file for p in problems if p.reason == MISNAMED)),
         )
     if (
@@ -417,6 +419,40 @@ class LazyResults(Sequence[FileResult]):
         return iter(self._all())
 
 
+def _still_to_check(
+    git: GitView,
+    directory: Path,
+    dirty: set[str],
+    fresh: dict[str, tuple[StatKey, bytes, FileResult]],
+    checkout_clean: bool,
+    started_ns: int,
+) -> tuple[str, ...]:
+    """The files the next compile reads again whatever git says then (GitRecord.dirty):
+    those git status named (`dirty`), and those this compile read (`fresh`) unless it is
+    known that what it read is HEAD's content. git status ran before the reads, so a file
+    written between the two and put back to HEAD's content later would go unseen. A few
+    files read are simply listed (the next compile stats them); from ASK_GIT_AGAIN_FROM
+    on (a cold compile: listing them all would make the next compile stat every file),
+    git status is asked again now, and a file read counts as HEAD's when that status
+    finds it clean and its stat, taken after it, is still the one it was read with, from
+    a write a second or more before this compile began (`started_ns`): then the bytes
+    read are the bytes git saw, even where file times are as coarse as a clock tick. A
+    clean checkout (`checkout_clean`) holds HEAD's content by the caller's word."""
+    prefix = os.path.join(str(directory), "")
+    names = {prefix + name for name in dirty}
+    if checkout_clean:
+        return tuple(sorted(names))
+    again = git.status().dirty() if len(fresh) >= ASK_GIT_AGAIN_FROM else None
+    if again is None:
+        return tuple(sorted(names | fresh.keys()))
+    names.update(prefix + name for name in again)
+    settled = started_ns - 1_000_000_000
+    for display, (key, _, _) in fresh.items():
+        if display not in names and (key[1] >= settled or _stat_key_if_any(display) != key):
+            names.add(display)
+    return tuple(sorted(names))
+
+
 def _git_record_fits(cache: CompileCache, git: GitView | None) -> bool:
     record = cache.git
     return bool(git and record and record.top == git.top and record.directory == str(git.directory))
@@ -457,6 +493,13 @@ def _git_listing(
 def _stat_key(path: str) -> StatKey:
     stat = os.stat(path)
     return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+def _stat_key_if_any(path: str) -> StatKey | None:
+    try:
+        return _stat_key(path)
+    except OSError:
+        return None
 
 
 def _sha256_of(path: str) -> bytes:
