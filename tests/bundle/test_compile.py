@@ -419,12 +419,11 @@ def test_git_change_detection_always_equals_a_cold_compile(
 def test_after_a_cold_compile_in_git_only_files_that_may_differ_from_head_are_read_again(
     tmp_path, write_tenant, tenants_dir, monkeypatch
 ):
-    """A compile that read many files asks git status again once they are read: the next
-    compile reads again only a file that git then found changed, or whose stat changed
-    after it was read (here: put back to HEAD's content), not every file it read (which
-    made the compile after a cold one of 1M files take 38 s). As the sync loop compiles
-    (a clean checkout), no file is read again."""
-    monkeypatch.setattr(compile_module, "ASK_GIT_AGAIN_FROM", 1)
+    """A cold compile asks git status once the files are read (as does one that read many
+    files): the next compile reads again only a file that git then found changed, or whose
+    stat changed after it was read (here: put back to HEAD's content), not every file it
+    read (which made the compile after a cold one of 1M files take 38 s). As the sync loop
+    compiles (a clean checkout), no file is read again."""
     repo = tenants_dir.parent
     _git(repo, "init", "-q")
     (repo / ".gitignore").write_text("/cache*/\n")
@@ -464,6 +463,16 @@ def test_after_a_cold_compile_in_git_only_files_that_may_differ_from_head_are_re
         stat_calls.clear()
         compile_paths([tenants_dir], Policy(), cache_dir=tmp_path / "cache")
         assert sorted(Path(p).name for p in stat_calls) == looked_at
+    monkeypatch.setattr(compile_module, "ASK_GIT_AGAIN_FROM", 1)  # as if many were read
+    write_tenant("t6")  # a file added: a compile that reads it, with git status before
+    os.utime(tenants_dir / "t6.yaml", (old, old))
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "t6")
+    warm = compile_paths([tenants_dir], Policy(), cache_dir=tmp_path / "cache")
+    assert _summary(warm) == _summary(compile_paths([tenants_dir], Policy()))
+    stat_calls.clear()
+    compile_paths([tenants_dir], Policy(), cache_dir=tmp_path / "cache")
+    assert stat_calls == []  # git status after the read found t6 as HEAD has it
     compile_paths([tenants_dir], Policy(), cache_dir=tmp_path / "cache-clean", checkout_clean=True)
     stat_calls.clear()
     clean = compile_paths(

@@ -149,7 +149,9 @@ def check_tenants(
     cache = CompileCache(cache_dir, f"{code_fingerprint()}-{policy.fingerprint()}")
     git = GitView.of(paths[0]) if cache_dir and len(paths) == 1 and paths[0].is_dir() else None
     fits = _git_record_fits(cache, git)
-    status = git.status() if git is not None and not checkout_clean else None  # runs meanwhile
+    # git status runs meanwhile where the last compile's record says what else to read;
+    # without one every file is read, and git status is asked once they are (_still_to_check)
+    status = git.status() if git is not None and fits and not checkout_clean else None
     diff = git.diff(cache.git.head if fits and cache.git else git.head) if git else None
     # the last bundle and its manifest, read while git compares the commits
     last = _last_bundle(cache, cache_dir) if assemble and diff and fits and cache_dir else None
@@ -247,13 +249,18 @@ def check_tenants(
             ManifestStore(cache_dir).save(compiled.version, compiled.manifest)
     record = None
     if git is not None and seen is not None:
-        record = GitRecord(
-            git.top,
-            str(paths[0]),
-            git.head,
-            _still_to_check(git, paths[0], seen[1], fresh, checkout_clean, started_ns),
-            tuple(sorted(p.file for p in problems if p.reason == MISNAMED)),
-        )
+        to_check = _still_to_check(
+            git, paths[0], seen[1], fresh, started_ns, asked=status is not None,
+            checkout_clean=checkout_clean,
+        )  # fmt: skip
+        if to_check is not None:
+            record = GitRecord(
+                git.top,
+                str(paths[0]),
+                git.head,
+                to_check,
+                tuple(sorted(p.file for p in problems if p.reason == MISNAMED)),
+            )
     if (
         entries_changed
         or not reuse_fleet
@@ -424,28 +431,34 @@ def _still_to_check(
     directory: Path,
     dirty: set[str],
     fresh: dict[str, tuple[StatKey, bytes, FileResult]],
-    checkout_clean: bool,
     started_ns: int,
-) -> tuple[str, ...]:
-    """The files the next compile reads again whatever git says then (GitRecord.dirty):
-    those git status named (`dirty`), and those this compile read (`fresh`) unless it is
-    known that what it read is HEAD's content. git status ran before the reads, so a file
-    written between the two and put back to HEAD's content later would go unseen. A few
-    files read are simply listed (the next compile stats them); from ASK_GIT_AGAIN_FROM
-    on (a cold compile: listing them all would make the next compile stat every file),
-    git status is asked again now, and a file read counts as HEAD's when that status
-    finds it clean and its stat, taken after it, is still the one it was read with, from
-    a write a second or more before this compile began (`started_ns`): then the bytes
-    read are the bytes git saw, even where file times are as coarse as a clock tick. A
-    clean checkout (`checkout_clean`) holds HEAD's content by the caller's word."""
+    *,
+    asked: bool,
+    checkout_clean: bool,
+) -> tuple[str, ...] | None:
+    """The files the next compile reads again whatever git says then (GitRecord.dirty), or
+    None when git cannot say: those git status named (`dirty`, if it was `asked` before
+    the reads), and those this compile read (`fresh`) unless it is known that what it read
+    is HEAD's content. A status taken before the reads misses a file written between the
+    two and put back to HEAD's content later. So a few files read after such a status are
+    simply listed (the next compile stats them); from ASK_GIT_AGAIN_FROM on, and always
+    when git status was not asked before (no record of a last compile: every file was read,
+    and listing them all would make the next compile stat every file), git status is asked
+    now, and a file read counts as HEAD's when that status finds it clean and its stat,
+    taken after it, is still the one it was read with, from a write a second or more
+    before this compile began (`started_ns`): then the bytes read are the bytes git saw,
+    even where file times are as coarse as a clock tick. A clean checkout
+    (`checkout_clean`) holds HEAD's content by the caller's word."""
     prefix = os.path.join(str(directory), "")
     names = {prefix + name for name in dirty}
     if checkout_clean:
         return tuple(sorted(names))
-    again = git.status().dirty() if len(fresh) >= ASK_GIT_AGAIN_FROM else None
-    if again is None:
+    if asked and len(fresh) < ASK_GIT_AGAIN_FROM:
         return tuple(sorted(names | fresh.keys()))
-    names.update(prefix + name for name in again)
+    now = git.status().dirty()
+    if now is None:
+        return tuple(sorted(names | fresh.keys())) if asked else None
+    names.update(prefix + name for name in now)
     settled = started_ns - 1_000_000_000
     for display, (key, _, _) in fresh.items():
         if display not in names and (key[1] >= settled or _stat_key_if_any(display) != key):
