@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -39,10 +40,23 @@ class EdgeStartError(RuntimeError):
     """nginx did not come up; the message carries its error log."""
 
 
+_given_ports: set[int] = set()
+_given_ports_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing is bound to now and that this process was not given before: the
+    kernel offers a port it just released again (3 repeats in 300 calls here), so two
+    servers given ports before either binds could get the same one (pebble's and
+    pebble-challtestsrv's management ports once did)."""
+    with _given_ports_lock:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _given_ports:
+                _given_ports.add(port)
+                return port
 
 
 def _split(hostport: str) -> tuple[str, int]:
