@@ -338,6 +338,19 @@ def case_age_of_an_old_response(t, o, p):
     assert not reused(t, o, f"{p}/old")  # stale on arrival
 
 
+# Stale on arrival but with a validator: kept, so the next use is a conditional request (a
+# max-age=1 response whose Date is a second behind the edge's clock is one too).
+@case
+def case_stale_on_arrival_with_a_validator_is_revalidated(t, o, p):
+    o.route(f"{p}/oldv", 200, ("Cache-Control", "max-age=3600"), ("Age", "7200"), ("ETag", '"o1"'))
+    first = t.get(f"{p}/oldv")
+    for _ in range(2):
+        again = t.get(f"{p}/oldv")
+        assert o.seen[f"{p}/oldv"][-1].get("if-none-match") == '"o1"'
+        assert again.status_code == 200 and again.content == first.content
+    assert o.count(f"{p}/oldv") == 3  # never served as it is: revalidated on every use
+
+
 @case
 def case_age_adds_up(t, o, p):
     date = http_date(time.time() - 30)

@@ -177,7 +177,12 @@ function _M.decide(tenant, rule, r)
         end
         ttl = lifetime - r.initial_age
         if ttl <= 0 then
-            return 0 -- stale on arrival
+            -- Stale on arrival (an old Age, or a Date a second behind our clock for a
+            -- max-age=1): with a validator, stored to be revalidated on every use, so the
+            -- next request asks the origin with If-None-Match instead of fetching it whole.
+            -- (Not for a 304: marked no-store as before, it leaves nginx to take the
+            -- freshness again from the stored response it refreshes.)
+            return 0, 0, 0, r.validator and status ~= 304
         end
     end
     if ttl <= 0 then
