@@ -142,7 +142,11 @@ def main() -> None:
         # at 100k of these (roles/openresty: openresty_config_dict_size)
         size = f"{max(64, args.tenants * 4 // 1024)}m"
         nodes = {
-            name: EdgeNode(edge_settings(root / name).model_copy(update={"config_dict_size": size}))
+            name: EdgeNode(
+                edge_settings(root / name, million=args.tenants > 500_000).model_copy(
+                    update={"config_dict_size": size}
+                )
+            )
             for name in ("eu1", "eu2")
         }
         try:

@@ -23,6 +23,10 @@ import httpx
 
 TOKEN_ENV = "CDNCTL_ADMIN_TOKEN"
 DEFAULT_ADMIN_PORT = 9145
+# How long an edge may take to answer a bundle or delta it is sent (as the tenants
+# playbook's push, ansible/tasks/push_bundle.yml): it answers once the apply is done, and
+# an all-new apply of 1M tenants takes about a minute (README, Performance).
+APPLY_TIMEOUT = 300.0
 
 
 class EdgeError(RuntimeError):
@@ -92,6 +96,7 @@ class AdminClient:
 
     def __init__(self, edge: Edge, token: str, timeout: float = 30.0) -> None:
         self.edge = edge
+        self._timeout = timeout
         self._client = httpx.Client(
             base_url=edge.url,
             headers={"Authorization": f"Bearer {token}"},
@@ -170,7 +175,8 @@ class AdminClient:
         headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
         if commit:
             headers["X-Cdnctl-Commit"] = commit
-        return self._call("POST", path, content=_chunks(body), headers=headers)
+        timeout = httpx.Timeout(self._timeout, connect=5.0, read=max(self._timeout, APPLY_TIMEOUT))
+        return self._call("POST", path, content=_chunks(body), headers=headers, timeout=timeout)
 
     def purge(self, request: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/purge", json=request)
