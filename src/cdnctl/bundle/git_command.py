@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
-GIT_TIMEOUT = 120  # seconds: a fetch of a large repository, never a hung credential prompt
+GIT_TIMEOUT = 120  # seconds, unless the caller knows better (a checkout of 1M files)
+# git fails where it would ask for a user name or password on the terminal: a command run
+# by cdnctl (the sync service, a compile) never waits for an answer nobody gives.
+_NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}
 
 
 class GitError(RuntimeError):
@@ -30,6 +34,7 @@ class GitRun:
             self._proc = subprocess.Popen(
                 ["git", *args],
                 cwd=cwd,
+                env={**os.environ, **_NO_PROMPT},
                 stdin=subprocess.PIPE if stdin is not None else None,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -52,7 +52,7 @@ from typing import Any
 
 from cdnctl.bundle.compile import compile_paths
 from cdnctl.bundle.format import bundle_json
-from cdnctl.bundle.git_command import GitError, git
+from cdnctl.bundle.git_command import GIT_TIMEOUT, GitError, git
 from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.bundle.plan import changed_files
 from cdnctl.bundle.secrets import SecretResolutionError, resolve_secrets
@@ -215,9 +215,16 @@ def log_event(event: str, **fields: Any) -> None:
     print(json.dumps(record, sort_keys=True, default=str), file=sys.stderr, flush=True)
 
 
-def _git(cwd: Path, *args: str) -> str:
+# Seconds the sync gives git: a fetch or clone may move the whole history of 1M tenants,
+# and the first checkout writes 1M files (more than git's usual 120 s on 2 cores). git
+# cannot wait on a prompt here (git_command), so only a stalled remote or disk runs this out.
+FETCH_TIMEOUT = 900
+CHECKOUT_TIMEOUT = 1800
+
+
+def _git(cwd: Path, *args: str, timeout: float = GIT_TIMEOUT) -> str:
     try:
-        return git(cwd, *args).decode().strip()
+        return git(cwd, *args, timeout=timeout).decode().strip()
     except GitError as exc:
         raise SyncError(f"git {' '.join(args)} in {cwd}: {exc}") from None
 
@@ -283,7 +290,11 @@ class Syncer:
         branch = self.settings.branch
         if not (self.clone / ".git").is_dir():
             self.clone.parent.mkdir(parents=True, exist_ok=True)
-            _git(self.clone.parent, "clone", "--quiet", "--no-checkout", self.settings.repo, "repo")
+            _git(
+                self.clone.parent,
+                *("clone", "--quiet", "--no-checkout", self.settings.repo, "repo"),
+                timeout=FETCH_TIMEOUT,
+            )
         else:  # a state dir kept across a change of --repo follows the new one
             _git(self.clone, "remote", "set-url", "origin", self.settings.repo)
         _git(
@@ -293,8 +304,13 @@ class Syncer:
             "--force",
             "origin",
             f"+refs/heads/{branch}:refs/sync/tip",
+            timeout=FETCH_TIMEOUT,
         )
-        _git(self.clone, "checkout", "--quiet", "--force", "--detach", "refs/sync/tip")
+        _git(
+            self.clone,
+            *("checkout", "--quiet", "--force", "--detach", "refs/sync/tip"),
+            timeout=CHECKOUT_TIMEOUT,
+        )
         return _git(self.clone, "rev-parse", "HEAD")
 
     # -- one cycle ---------------------------------------------------------------------
