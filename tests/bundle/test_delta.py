@@ -10,7 +10,13 @@ import time
 import pytest
 
 from cdnctl.bundle.compile import compile_paths
-from cdnctl.bundle.delta import DeltaError, _decoded_changes, _manifest_changes, make_delta
+from cdnctl.bundle.delta import (
+    DeltaError,
+    _decoded_changes,
+    _manifest_changes,
+    make_delta,
+    resolved_bundle,
+)
 from cdnctl.bundle.format import bundle_json, canonical_json, sha256_tag
 from cdnctl.bundle.manifest_store import KEEP, ManifestStore
 from cdnctl.bundle.secrets import resolve_secrets
@@ -87,6 +93,7 @@ def test_deltas_through_a_series_of_commits_rebuild_each_bundle(
             )
             full_resolved = bundle_json(resolve_secrets(full, ENVIRON))
             assert resolved.content == sha256_tag(full_resolved)
+            assert resolved_bundle(result.bundle, resolver(ENVIRON)) == full_resolved
             rebuilt = applied(
                 resolve_secrets(json.loads(previous.bundle), ENVIRON), json.loads(resolved.body)
             )
@@ -162,3 +169,28 @@ def test_manifest_changes_without_decoding_equal_the_decoded_ones(before, after)
     assert fast is None or fast == decoded
     plain = b"\\" not in old + new and b"null" not in old + new
     assert (fast is not None) == plain
+
+
+def test_the_resolved_bundle_decodes_only_its_tenants_with_secrets(write_tenant, tenants_dir):
+    """The bundle as sent is the decoded bundle resolved, with secrets first, in the middle
+    and last, and for lines of another shape (read one by one then); only the tenants with
+    secrets reach the resolver."""
+    write_tenant("a", origin={"url": "https://origin.a.test", "basic_auth": BASIC_AUTH})
+    write_tenant("m")
+    write_tenant("n", purge_tokens_env=["C_TOKEN"])
+    write_tenant("z", purge_tokens_env=["C_TOKEN"])
+    bundle = compile_paths([tenants_dir], Policy()).bundle
+    expected = bundle_json(resolve_secrets(json.loads(bundle), ENVIRON))
+    seen: list[list[str]] = []
+
+    def recording(document):
+        seen.append(sorted(document["tenants"]))
+        return resolve_secrets(document, ENVIRON)
+
+    assert resolved_bundle(bundle, recording) == expected
+    assert seen == [["a", "n", "z"]]
+    # A line without `basic_auth` (not as cdnctl compiles): every line is read.
+    odd = bundle.replace(b'"basic_auth":null,', b"", 1)
+    assert odd != bundle
+    assert resolved_bundle(odd, recording) == bundle_json(resolve_secrets(json.loads(odd), ENVIRON))
+    assert seen[-1] == ["a", "m", "n", "z"]

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from cdnctl.bundle.compile import DEFAULT_CACHE_DIR, compile_paths
-from cdnctl.bundle.format import bundle_json
+from cdnctl.bundle.delta import resolved_bundle
 from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.bundle.rollout import load_plan, smoke_target, write_deltas, write_resolved
 from cdnctl.bundle.secrets import VAULT_PASSWORD_ENV, SecretResolutionError, resolve_secrets
@@ -117,7 +117,7 @@ def pusher_for(tenants: Path, inventory: Path | None, vault_password_file: Path 
         result.version,
         ManifestStore(DEFAULT_CACHE_DIR),
         resolver,
-        lambda: bundle_json(resolver(json.loads(compiled))),
+        lambda: resolved_bundle(compiled, resolver),
     )
     try:
         pusher.prepare()

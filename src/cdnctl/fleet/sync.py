@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from cdnctl.bundle.compile import compile_paths
-from cdnctl.bundle.format import bundle_json
+from cdnctl.bundle.delta import resolved_bundle
 from cdnctl.bundle.git_command import GIT_TIMEOUT, GitError, git
 from cdnctl.bundle.manifest_store import ManifestStore
 from cdnctl.bundle.plan import changed_files
@@ -667,7 +667,7 @@ class Syncer:
             version,
             ManifestStore(self.cache_dir),
             resolver,
-            lambda: bundle_json(resolver(json.loads(bundle.bundle))),
+            lambda: resolved_bundle(bundle.bundle, resolver),
             patched,
         )
         pusher.prepare()
