@@ -59,17 +59,21 @@ class Delta:
     removed: int
 
 
-def split_lines(bundle: bytes) -> tuple[bytes, list[bytes], bytes]:
-    """(head up to `"tenants":{`, one `"<id>":{...}` per tenant, tail from `}`) of a bundle
-    in cdnctl's line layout (format.bundle_json)."""
+def _tenant_lines(bundle: bytes) -> tuple[int, int]:
+    """(where the first tenant line begins, where the `\\n}` after the last is)."""
     at = bundle.find(TENANTS_OPEN + b"\n")
     if at < 0:
         raise DeltaError("not a bundle in cdnctl's line layout (compile it with cdnctl)")
-    start = at + len(TENANTS_OPEN)
-    end = bundle.rindex(b"\n}")
-    body = bundle[start + 1 : end]
+    return at + len(TENANTS_OPEN) + 1, bundle.rindex(b"\n}")
+
+
+def split_lines(bundle: bytes) -> tuple[bytes, list[bytes], bytes]:
+    """(head up to `"tenants":{`, one `"<id>":{...}` per tenant, tail from `}`) of a bundle
+    in cdnctl's line layout (format.bundle_json)."""
+    first, end = _tenant_lines(bundle)
+    body = bundle[first:end]
     lines = [line.removesuffix(b",") for line in body.split(b"\n")] if body else []
-    return bundle[:start], lines, bundle[end + 1 :]
+    return bundle[: first - 1], lines, bundle[end + 1 :]
 
 
 def _line_id(line: bytes) -> str:
@@ -297,14 +301,6 @@ def _secret_line_starts(bundle: bytes, start: int, end: int) -> list[int] | None
         for match in pattern.finditer(bundle, start, end)
     }
     return sorted(found)
-
-
-def _tenant_lines(bundle: bytes) -> tuple[int, int]:
-    """(where the first tenant line begins, where the `\\n}` after the last is)."""
-    at = bundle.find(TENANTS_OPEN + b"\n")
-    if at < 0:
-        raise DeltaError("not a bundle in cdnctl's line layout (compile it with cdnctl)")
-    return at + len(TENANTS_OPEN) + 1, bundle.rindex(b"\n}")
 
 
 def _resolution(bundle: bytes, resolver: Resolver) -> tuple[dict[str, bytes], Iterator[bytes]]:
